@@ -1,0 +1,48 @@
+# Two commands set everything up on a fresh machine (README):
+#   make book   - create .venv, install, run the demo pipeline, build the book strictly
+#   make test   - create .venv, install, run the tests
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= demo
+# Extra pipeline arguments, e.g. make pipeline ARGS="--from encode --set encode.batch_size=32"
+ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: install pipeline book book-only test lab benchmark clean clean-artifacts
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --requirement requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
+	$(PY) -m ipykernel install --sys-prefix --name saerad --display-name "SAE-Rad (.venv)" >/dev/null
+	@touch $@
+
+pipeline: install
+	$(PY) -m saerad.pipeline --profile $(PROFILE) $(ARGS)
+
+book: pipeline book-only
+
+book-only: install
+	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --builder html
+	@echo "The book is in _build/html/index.html"
+
+# pytest exits 5 when it collects no test; that is not a failure of the code.
+test: install
+	@$(PY) -m pytest tests; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
+
+lab: install
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+benchmark: install
+	$(PY) benchmarks/encoder_throughput.py
+
+clean:
+	rm -rf _build book/chapters/*.ipynb
+
+clean-artifacts:
+	rm -rf artifacts

@@ -1,0 +1,234 @@
+"""Image encoder class tokens through ``transformers``.
+
+One code path loads Rad-DINO (``microsoft/rad-dino``, the paper's encoder) and
+any local checkpoint directory with the same files (``config.json``,
+``model.safetensors``, ``preprocessor_config.json``), such as the demo
+encoder shipped in ``models/``. The class token is the model's
+``pooler_output`` (for Dinov2 the layer-normed CLS token), as in Rad-DINO's
+model card.
+
+Encoding is chunked: each chunk of images is written to its own file as soon
+as it is done, so a killed run resumes where it stopped, and memory is
+bounded by the chunk size, not by the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from saerad.io import atomic_path, read_json, write_json, write_npy
+
+
+class EncoderError(RuntimeError):
+    """The encoder checkpoint cannot be loaded or used."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` picks CUDA when available; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class ClassTokenEncoder:
+    """A frozen vision transformer returning one class token per image.
+
+    Parameters
+    ----------
+    model
+        A hub id (``"microsoft/rad-dino"``) or a local directory.
+    device
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+    dtype
+        ``"float32"``, ``"bfloat16"`` or ``"float16"`` for the forward pass;
+        tokens are always returned as float32.
+    local_files_only
+        Never contact a model hub (the default: everything here runs offline).
+        With False, a hub id is fetched or read from the Hugging Face cache.
+    """
+
+    def __init__(self, model: str | Path, device: str = "cpu", dtype: str = "float32", local_files_only: bool = True):
+        from transformers import AutoImageProcessor, AutoModel
+
+        self.name = str(model)
+        self.device = resolve_device(device)
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+        self.dtype = getattr(torch, dtype)
+        looks_local = Path(self.name).expanduser().exists() or self.name.startswith((".", "/", "~"))
+        if looks_local and not Path(self.name).expanduser().is_dir():
+            raise EncoderError(f"encoder directory {self.name} does not exist")
+        location = str(Path(self.name).expanduser()) if looks_local else self.name
+        try:
+            # The "fast" processors need torchvision, which this project does not install.
+            self.processor = AutoImageProcessor.from_pretrained(
+                location, local_files_only=local_files_only, use_fast=False
+            )
+            self.model = AutoModel.from_pretrained(location, local_files_only=local_files_only)
+        except OSError as error:
+            raise EncoderError(
+                f"cannot load encoder {self.name!r} ({error}). Give a local directory with config.json, "
+                f"model.safetensors and preprocessor_config.json, or set local_files_only=False to use the hub."
+            ) from error
+        self.model.to(self.device, dtype=self.dtype).eval()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def fingerprint(self) -> str:
+        """Identity of the weights and preprocessing, to validate resumed chunks."""
+        digest = hashlib.sha256(self.name.encode())
+        digest.update(json.dumps(self.processor.to_dict(), sort_keys=True, default=str).encode())
+        for name, tensor in sorted(self.model.state_dict().items())[:4]:
+            digest.update(name.encode())
+            digest.update(tensor.float().cpu().numpy().tobytes()[:4096])
+        return digest.hexdigest()[:16]
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Resize, crop and normalise PIL images as the checkpoint expects."""
+        rgb = [image.convert("RGB") for image in images]
+        return self.processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
+        """Class tokens (float32, shape ``[batch, dim]``) of preprocessed pixels."""
+        outputs = self.model(pixel_values=pixel_values.to(self.device, dtype=self.dtype))
+        return outputs.pooler_output.float().cpu().numpy()
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Class tokens of a list of PIL images."""
+        return self.encode_pixels(self.preprocess(images))
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Decodes and preprocesses images in DataLoader workers."""
+
+    def __init__(self, paths: Sequence[Path], encoder: ClassTokenEncoder):
+        self.paths = list(paths)
+        self.processor = encoder.processor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            with Image.open(self.paths[index]) as image:
+                rgb = image.convert("RGB")
+        except Exception as error:  # damaged files must not stop a long run
+            return None, index, f"{type(error).__name__}: {error}"
+        pixels = self.processor(images=[rgb], return_tensors="pt")["pixel_values"][0]
+        return pixels, index, ""
+
+
+def _collate(batch):
+    good = [(pixels, index) for pixels, index, problem in batch if pixels is not None]
+    failed = [(index, problem) for pixels, index, problem in batch if pixels is None]
+    pixels = torch.stack([p for p, _ in good]) if good else None
+    return pixels, [i for _, i in good], failed
+
+
+@dataclass
+class EncodeResult:
+    """Where the tokens went and which images could not be read."""
+
+    tokens_path: Path
+    n_encoded: int
+    failed: list[tuple[int, str]]
+    seconds: float
+
+
+def encode_files(
+    encoder: ClassTokenEncoder,
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    batch_size: int = 32,
+    chunk_size: int = 2048,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> EncodeResult:
+    """Encode image files in chunks into ``out_dir/class_tokens.npy``.
+
+    Rows of the output follow ``paths``. An image that cannot be read gets
+    a row of NaN and is listed in the result's ``failed`` (and in
+    ``failed_images.json``), so row ``k`` always belongs to ``paths[k]``.
+    Finished chunks are kept in ``out_dir/chunks/``; a re-run with the same
+    encoder and paths skips them.
+    """
+    import time
+
+    out_dir = Path(out_dir)
+    chunk_dir = out_dir / "chunks"
+    paths = [Path(p) for p in paths]
+    manifest = {
+        "encoder": encoder.fingerprint(),
+        "paths": hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest(),
+        "chunk_size": chunk_size,
+        "dim": encoder.dim,
+    }
+    manifest_path = chunk_dir / "manifest.json"
+    if chunk_dir.exists() and (not manifest_path.exists() or read_json(manifest_path) != manifest):
+        # Chunks from another encoder or image list must not be mixed in.
+        shutil.rmtree(chunk_dir)
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    write_json(manifest_path, manifest)
+
+    started = time.perf_counter()
+    n_chunks = math.ceil(len(paths) / chunk_size)
+    failed: list[tuple[int, str]] = []
+    bar = tqdm(total=len(paths), desc="encoding", unit="img", disable=not progress)
+    for chunk in range(n_chunks):
+        chunk_path = chunk_dir / f"tokens_{chunk:06d}.npy"
+        failed_path = chunk_dir / f"failed_{chunk:06d}.json"
+        lo, hi = chunk * chunk_size, min(len(paths), (chunk + 1) * chunk_size)
+        if chunk_path.exists() and failed_path.exists():
+            failed.extend((int(i), p) for i, p in read_json(failed_path))
+            bar.update(hi - lo)
+            continue
+        tokens = np.full((hi - lo, encoder.dim), np.nan, dtype=np.float32)
+        chunk_failed: list[tuple[int, str]] = []
+        loader = torch.utils.data.DataLoader(
+            _ImageFiles(paths[lo:hi], encoder), batch_size=batch_size, num_workers=num_workers,
+            collate_fn=_collate, shuffle=False,
+        )
+        for pixels, indices, bad in loader:
+            if pixels is not None:
+                tokens[indices] = encoder.encode_pixels(pixels)
+            chunk_failed.extend((lo + i, problem) for i, problem in bad)
+            bar.update(len(indices) + len(bad))
+        write_npy(chunk_path, tokens)
+        write_json(failed_path, chunk_failed)
+        failed.extend(chunk_failed)
+    bar.close()
+
+    tokens_path = out_dir / "class_tokens.npy"
+    with atomic_path(tokens_path) as temporary:
+        merged = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(len(paths), encoder.dim))
+        for chunk in range(n_chunks):
+            lo = chunk * chunk_size
+            part = np.load(chunk_dir / f"tokens_{chunk:06d}.npy")
+            merged[lo: lo + len(part)] = part
+        merged.flush()
+        del merged
+    write_json(out_dir / "failed_images.json", [{"row": i, "path": str(paths[i]), "error": p} for i, p in failed])
+    return EncodeResult(tokens_path, len(paths) - len(failed), failed, time.perf_counter() - started)
+
+
+def norm_scale(tokens: np.ndarray) -> float:
+    """The constant c with mean ||c z|| = sqrt(dim) (paper, Appendix B.3)."""
+    finite = tokens[np.isfinite(tokens).all(axis=1)]
+    if len(finite) == 0:
+        raise ValueError("no finite class tokens to compute the scale from")
+    mean_norm = float(np.linalg.norm(finite.astype(np.float64), axis=1).mean())
+    return math.sqrt(tokens.shape[1]) / mean_norm

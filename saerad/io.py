@@ -1,0 +1,100 @@
+"""Atomic file writing and small table/JSON helpers.
+
+Every artifact is written to a temporary file in the destination folder and
+then renamed over the final name, so an interrupted stage never leaves a
+half-written file behind and never destroys the previous complete version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path that replaces ``path`` only if the block succeeds.
+
+    Parameters
+    ----------
+    path
+        Final destination. Its parent folder is created if needed.
+
+    Yields
+    ------
+    Path
+        A temporary file name in the same folder (same file system, so the
+        final ``os.replace`` is atomic). It keeps the suffix of ``path`` so
+        that libraries choosing a format by extension still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes)
+    )
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> Path:
+    """Write ``payload`` as indented, key-sorted JSON, atomically."""
+    return write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, naming the file in the error if it is malformed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+
+def write_table(path: str | os.PathLike, table: pd.DataFrame, index: bool = False) -> Path:
+    """Write a table as CSV atomically (gzip-compressed if the name ends in .gz)."""
+    with atomic_path(path) as temporary:
+        compression = "gzip" if str(path).endswith(".gz") else None
+        # mtime=0 keeps gzip output byte-identical between runs.
+        if compression:
+            compression = {"method": "gzip", "mtime": 0}
+        table.to_csv(temporary, index=index, compression=compression)
+    return Path(path)
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Save a NumPy array atomically."""
+    with atomic_path(path) as temporary:
+        np.save(temporary, array)
+    return Path(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

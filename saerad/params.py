@@ -1,0 +1,218 @@
+"""Profiles of parameters and their validation against the notebooks.
+
+A profile (``params/<profile>.yaml``) holds the values injected into each
+chapter notebook by papermill::
+
+    seed: 0                 # common: given to every stage
+    stages:
+      data:
+        n_patients: 1500
+      encode:
+        batch_size: 64
+
+The schema is the notebooks' own ``parameters`` cell: a name a profile or a
+``--set`` gives must exist there, and its value must have the type of the
+default written there. So a parameter is declared exactly once, next to the
+code that uses it, and a typo is caught before any stage runs.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+#: Names every chapter declares and the runner fills in for all stages.
+COMMON_PARAMETERS = ("profile", "seed", "artifacts_root")
+
+
+class ParameterError(ValueError):
+    """A profile or override names an unknown parameter or has a wrong type."""
+
+
+@dataclass(frozen=True)
+class NotebookParameter:
+    """One entry of a notebook's ``parameters`` cell."""
+
+    name: str
+    default: Any
+    help: str = ""
+
+    @property
+    def type_name(self) -> str:
+        return "any" if self.default is None else type(self.default).__name__
+
+
+def notebook_parameters(notebook: str | Path) -> dict[str, NotebookParameter]:
+    """Read the ``parameters`` cell of a notebook.
+
+    Parameters
+    ----------
+    notebook
+        Path to an ``.ipynb`` whose cell tagged ``parameters`` assigns
+        literals (numbers, strings, booleans, None, lists, dicts).
+
+    Returns
+    -------
+    dict
+        Parameter name to :class:`NotebookParameter`.
+    """
+    from papermill.inspection import inspect_notebook
+
+    notebook = Path(notebook)
+    found = inspect_notebook(str(notebook))
+    if not found:
+        raise ParameterError(f"{notebook}: no cell tagged 'parameters'")
+    parameters = {}
+    for name, entry in found.items():
+        try:
+            default = ast.literal_eval(entry["default"])
+        except (ValueError, SyntaxError) as error:
+            raise ParameterError(
+                f"{notebook}: default of parameter {name!r} must be a literal, got {entry['default']!r}"
+            ) from error
+        parameters[name] = NotebookParameter(name, default, entry.get("help", ""))
+    return parameters
+
+
+def check_value(where: str, parameter: NotebookParameter, value: Any) -> None:
+    """Raise :class:`ParameterError` if ``value`` cannot stand for ``parameter``."""
+    expected = parameter.default
+    if expected is None or value is None:
+        return
+    if isinstance(expected, bool) or isinstance(value, bool):
+        ok = isinstance(expected, bool) and isinstance(value, bool)
+    elif isinstance(expected, float):
+        ok = isinstance(value, (int, float))
+    else:
+        ok = isinstance(value, type(expected))
+    if not ok:
+        raise ParameterError(
+            f"{where}: parameter {parameter.name!r} expects {parameter.type_name} "
+            f"(default {expected!r}), got {type(value).__name__} {value!r}"
+        )
+
+
+def load_profile(path: str | Path) -> dict[str, Any]:
+    """Load a profile YAML file into ``{"common": {...}, "stages": {...}}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f"profile file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ParameterError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(raw, dict):
+        raise ParameterError(f"{path}: expected a mapping at the top level")
+    stages = raw.pop("stages", {}) or {}
+    if not isinstance(stages, dict) or not all(isinstance(v, dict) or v is None for v in stages.values()):
+        raise ParameterError(f"{path}: 'stages' must map stage names to mappings of parameters")
+    unknown_common = set(raw) - set(COMMON_PARAMETERS)
+    if unknown_common:
+        raise ParameterError(
+            f"{path}: unknown top-level key(s) {sorted(unknown_common)}; top level holds only "
+            f"{list(COMMON_PARAMETERS)} and 'stages'"
+        )
+    return {"common": raw, "stages": {name: dict(values or {}) for name, values in stages.items()}}
+
+
+def parse_overrides(assignments: list[str]) -> list[tuple[str | None, str, Any]]:
+    """Parse ``--set`` arguments ``[stage.]key=value`` (values read as YAML).
+
+    Returns
+    -------
+    list of (stage or None, key, value)
+        ``stage`` is None for a bare key, which applies to every stage that
+        declares it.
+    """
+    parsed = []
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ParameterError(f"--set {assignment!r}: expected key=value or stage.key=value")
+        target, text = assignment.split("=", 1)
+        stage, _, key = target.rpartition(".")
+        if not key:
+            raise ParameterError(f"--set {assignment!r}: empty parameter name")
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError as error:
+            raise ParameterError(f"--set {assignment!r}: value is not valid YAML ({error})") from error
+        parsed.append((stage or None, key, value))
+    return parsed
+
+
+def resolve_parameters(
+    profile_name: str,
+    profile: Mapping[str, Any],
+    schemas: Mapping[str, Mapping[str, NotebookParameter]],
+    overrides: list[tuple[str | None, str, Any]],
+    artifacts_root: str,
+) -> dict[str, dict[str, Any]]:
+    """Merge profile, overrides and common values into per-stage parameters.
+
+    Every name is checked against the schema of the stage it goes to; the
+    first problem raises :class:`ParameterError` naming the stage, the
+    parameter and what was expected.
+
+    Parameters
+    ----------
+    profile_name
+        Name of the profile (injected as ``profile``).
+    profile
+        Output of :func:`load_profile`.
+    schemas
+        Stage name to the parameters of its notebook, in run order.
+    overrides
+        Output of :func:`parse_overrides`.
+    artifacts_root
+        Folder holding every stage's artifacts for this profile.
+    """
+    common = {"profile": profile_name, "seed": 0, "artifacts_root": artifacts_root}
+    common.update(profile["common"])
+    unknown_stages = set(profile["stages"]) - set(schemas)
+    if unknown_stages:
+        raise ParameterError(
+            f"profile {profile_name!r}: unknown stage(s) {sorted(unknown_stages)}; stages are {list(schemas)}"
+        )
+
+    resolved: dict[str, dict[str, Any]] = {}
+    for stage, schema in schemas.items():
+        missing_common = [name for name in COMMON_PARAMETERS if name not in schema]
+        if missing_common:
+            raise ParameterError(f"stage {stage!r}: its notebook must declare {missing_common} in its parameters cell")
+        values = dict(common)
+        for key, value in profile["stages"].get(stage, {}).items():
+            values[key] = value
+        resolved[stage] = values
+
+    for stage, key, value in overrides:
+        if stage is not None:
+            if stage not in schemas:
+                raise ParameterError(f"--set {stage}.{key}: unknown stage {stage!r}; stages are {list(schemas)}")
+            if key not in schemas[stage]:
+                raise ParameterError(_unknown(stage, key, schemas[stage]))
+            resolved[stage][key] = value
+        else:
+            targets = [name for name, schema in schemas.items() if key in schema]
+            if not targets:
+                raise ParameterError(f"--set {key}: no stage declares a parameter {key!r}")
+            for name in targets:
+                resolved[name][key] = value
+
+    for stage, values in resolved.items():
+        for key, value in values.items():
+            if key not in schemas[stage]:
+                raise ParameterError(_unknown(stage, key, schemas[stage]))
+            check_value(f"stage {stage!r}", schemas[stage][key], value)
+    return resolved
+
+
+def _unknown(stage: str, key: str, schema: Mapping[str, NotebookParameter]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(schema), n=3)
+    hint = f"; did you mean {close}?" if close else ""
+    return f"stage {stage!r}: unknown parameter {key!r}{hint} (known: {sorted(schema)})"

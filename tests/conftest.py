@@ -1,0 +1,158 @@
+"""Shared fixtures: a tiny MIMIC-CXR-JPG-layout dataset and a tiny DINOv2 checkpoint,
+both written by the tests themselves (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+CHEXPERT = [
+    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
+    "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
+    "Pneumothorax", "Support Devices",
+]
+
+REPORT_WITH_FINDINGS = """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+ 
+ INDICATION:  ___F with cough  // eval for pneumonia
+ 
+ COMPARISON:  None.
+ 
+ FINDINGS:
+ 
+ Small left pleural effusion.  No pneumothorax.  Heart size is
+ normal.
+ 
+ IMPRESSION:
+ 
+ Small left effusion.
+"""
+
+REPORT_IMPRESSION_ONLY = """                                 FINAL REPORT
+ INDICATION:  Follow-up.
+ 
+ IMPRESSON:  No acute cardiopulmonary process.
+"""
+
+REPORT_NEITHER = """                                 FINAL REPORT
+ WET READ:  Lines in place.
+"""
+
+
+def _jpeg(seed: int, size: int = 48) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8), mode="L").save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def write_mimic_fixture(root: Path) -> dict:
+    """Write a small dataset in the MIMIC-CXR-JPG 2.0.0 layout with one item per drop reason.
+
+    Returns the expectations the loader tests check.
+    """
+    rows, split_rows, chexpert_rows, reports = [], [], [], {}
+
+    def image(subject, study, dicom, view, date, time, split="train", content=b"ok", in_split=True):
+        rows.append({
+            "dicom_id": dicom, "subject_id": subject, "study_id": study,
+            "PerformedProcedureStepDescription": "CHEST (PA AND LAT)", "ViewPosition": view,
+            "Rows": 48, "Columns": 48, "StudyDate": date, "StudyTime": time,
+            "ProcedureCodeSequence_CodeMeaning": "CHEST (PA AND LAT)",
+            "ViewCodeSequence_CodeMeaning": "postero-anterior", "PatientOrientationCodeSequence_CodeMeaning": "Erect",
+        })
+        if in_split:
+            split_rows.append({"dicom_id": dicom, "study_id": study, "subject_id": subject, "split": split})
+        folder = root / "files" / f"p{str(subject)[:2]}" / f"p{subject}" / f"s{study}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if content == b"ok":
+            (folder / f"{dicom}.jpg").write_bytes(_jpeg(len(rows)))
+        elif content is not None:
+            (folder / f"{dicom}.jpg").write_bytes(content)
+
+    def report(subject, study, text):
+        folder = root / "files" / f"p{str(subject)[:2]}" / f"p{subject}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if text is not None:
+            (folder / f"s{study}.txt").write_text(text)
+        chexpert_rows.append({"subject_id": subject, "study_id": study, **{c: np.nan for c in CHEXPERT},
+                              "Pleural Effusion": 1.0, "Pneumothorax": 0.0})
+
+    # Patient 1: three studies over time; the second has a lateral too.
+    image(10000001, 50000001, "a0000001-00000000-00000000-00000000-00000001", "PA", 21500101, 93000.0)
+    report(10000001, 50000001, REPORT_WITH_FINDINGS)
+    image(10000001, 50000002, "a0000001-00000000-00000000-00000000-00000002", "AP", 21500103, 113000.5)
+    image(10000001, 50000002, "a0000001-00000000-00000000-00000000-00000003", "LATERAL", 21500103, 113000.5)
+    report(10000001, 50000002, REPORT_IMPRESSION_ONLY)
+    image(10000001, 50000003, "a0000001-00000000-00000000-00000000-00000004", "PA", 21510103, 113000.5)
+    report(10000001, 50000003, REPORT_WITH_FINDINGS)
+    # Patient 2 (test split): one good study, one whose report has neither section.
+    image(10000002, 50000004, "a0000002-00000000-00000000-00000000-00000001", "PA", 21600101, 80000.0, "test")
+    report(10000002, 50000004, REPORT_WITH_FINDINGS)
+    image(10000002, 50000005, "a0000002-00000000-00000000-00000000-00000002", "AP", 21600102, 80000.0, "test")
+    report(10000002, 50000005, REPORT_NEITHER)
+    # Patient 3: one item per remaining drop reason.
+    image(10000003, 50000006, "a0000003-00000000-00000000-00000000-00000001", "PA", 21700101, 10000.0,
+          content=b"\xff\xd8\xff\xe0 truncated")
+    image(10000003, 50000006, "a0000003-00000000-00000000-00000000-00000002", "AP", 21700101, 10000.0, content=None)
+    image(10000003, 50000006, "a0000003-00000000-00000000-00000000-00000003", "", 21700101, 10000.0)
+    image(10000003, 50000006, "a0000003-00000000-00000000-00000000-00000004", "PA", 21700101, 10000.0, in_split=False)
+    image(10000003, 50000006, "a0000003-00000000-00000000-00000000-00000005", "LL", 21700101, 10000.0)
+    image(10000003, 50000006, "a0000003-00000000-00000000-00000000-00000006", "PA", 21700101, 10000.0)
+    report(10000003, 50000006, REPORT_WITH_FINDINGS)
+    image(10000003, 50000007, "a0000003-00000000-00000000-00000000-00000007", "PA", 21700201, 10000.0)
+    report(10000003, 50000007, None)
+
+    def write_csv(name, table):
+        with gzip.open(root / name, "wt") as handle:
+            table.to_csv(handle, index=False)
+
+    write_csv("mimic-cxr-2.0.0-metadata.csv.gz", pd.DataFrame(rows))
+    write_csv("mimic-cxr-2.0.0-split.csv.gz", pd.DataFrame(split_rows))
+    write_csv("mimic-cxr-2.0.0-chexpert.csv.gz", pd.DataFrame(chexpert_rows))
+    return {
+        "kept_images": 5, "kept_studies": 5,
+        "drops": {
+            "view position missing": (1, 0), "lateral or other view (not AP/PA)": (2, 0),
+            "not in the official split file": (1, 0), "image file missing": (1, 0), "image file unreadable": (1, 0),
+            "report file missing": (1, 1), "report has neither findings nor impression": (1, 1),
+        },
+    }
+
+
+@pytest.fixture
+def mimic_fixture(tmp_path):
+    root = tmp_path / "mimic-cxr-jpg"
+    root.mkdir()
+    expected = write_mimic_fixture(root)
+    return root, expected
+
+
+def save_tiny_dinov2(directory: Path, image_size: int = 32, hidden_size: int = 32, seed: int = 0) -> Path:
+    """A tiny randomly initialised DINOv2 + image processor, saved like a hub checkpoint."""
+    import torch
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    config = Dinov2Config(
+        hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * hidden_size,
+        image_size=image_size, patch_size=8,
+    )
+    Dinov2Model(config).save_pretrained(directory)
+    BitImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25],
+    ).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def tiny_encoder_dir(tmp_path):
+    return save_tiny_dinov2(tmp_path / "tiny-dinov2")
