@@ -6,6 +6,7 @@ The chapter ``00_data`` calls these; later stages read the tables through
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -29,6 +30,11 @@ def make_synthcxr(out_dir: str | Path, n_patients: int, image_size: int, max_stu
     config = SynthCXRConfig(
         n_patients=n_patients, image_size=image_size, max_studies_per_patient=max_studies_per_patient, seed=seed,
     )
+    out_dir = Path(out_dir)
+    if (out_dir / "synthcxr-config.json").exists():
+        # A previous, possibly larger world would leave its extra files behind.
+        # The marker file makes sure only a SynthCXR folder is ever removed.
+        shutil.rmtree(out_dir)
     started = time.perf_counter()
     summary = generate_world(config, out_dir, progress=progress)
     return Path(out_dir), summary, time.perf_counter() - started
@@ -57,11 +63,58 @@ def kept_ground_truth(dataset_root: str | Path, images: pd.DataFrame) -> pd.Data
     return images[["dicom_id"]].merge(truth, on="dicom_id", how="left", validate="one_to_one")
 
 
+def reporting_rates(dataset_root: str | Path, ground_truth: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
+    """How often a planted finding is stated in its study's report (SynthCXR only).
+
+    Returns, per finding: the share of kept images in which it is planted,
+    the share of those whose report states it as present (definitely or
+    possibly), and the share of images *without* it whose report states it.
+    """
+    import gzip
+    import json
+
+    from saerad.synthcxr import FINDINGS
+
+    stated: dict[int, set[str]] = {}
+    with gzip.open(Path(dataset_root) / "synthcxr-report-facts.jsonl.gz", "rt") as handle:
+        for line in handle:
+            study = json.loads(line)
+            stated[int(study["study_id"])] = {
+                fact["finding"] for sentence in study["sentences"] for fact in sentence["facts"] if fact["present"]
+            }
+    study_ids = images["study_id"].to_numpy()
+    rows = []
+    for finding in FINDINGS:
+        planted = ground_truth[finding].fillna(0).to_numpy().astype(bool)
+        in_report = np.array([finding in stated.get(int(s), set()) for s in study_ids])
+        rows.append({
+            "finding": finding,
+            "planted": planted.mean(),
+            "stated_when_planted": in_report[planted].mean() if planted.any() else np.nan,
+            "stated_when_absent": in_report[~planted].mean() if (~planted).any() else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
 def example_images(images: pd.DataFrame, studies: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """A seeded sample of kept images with their study's extracted text."""
     rng = np.random.default_rng(seed)
     chosen = images.iloc[np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False))]
     return chosen.merge(studies[["study_id", "findings", "findings_source"]], on="study_id", how="left")
+
+
+def example_captions(examples: pd.DataFrame, ground_truth: pd.DataFrame | None, width: int = 60) -> list[str]:
+    """Captions for the example grid: planted findings (SynthCXR) or the start of the findings text."""
+    if ground_truth is None:
+        return [f"{view} · {text[:width]}…" for view, text in zip(examples["view_position"], examples["findings"])]
+    from saerad.synthcxr import FINDINGS
+
+    truth = ground_truth.set_index("dicom_id")
+    captions = []
+    for dicom_id, view in zip(examples["dicom_id"], examples["view_position"]):
+        planted = [name.replace("_", " ") for name in FINDINGS if truth.loc[dicom_id, name] == 1]
+        captions.append(f"{view} · " + (", ".join(planted) if planted else "no finding planted"))
+    return captions
 
 
 def save_stage_tables(dataset: LoadedDataset, out_dir: str | Path, ground_truth: pd.DataFrame | None) -> None:
@@ -72,9 +125,10 @@ def save_stage_tables(dataset: LoadedDataset, out_dir: str | Path, ground_truth:
     write_table(out_dir / "findings_source.csv", findings_source_counts(dataset))
     if ground_truth is not None:
         write_table(out_dir / "ground_truth.csv", ground_truth)
+        write_table(out_dir / "reporting_rates.csv", reporting_rates(dataset.root, ground_truth, dataset.images))
 
 
 __all__ = [
     "PAPER_REPORTED_IMAGES", "make_synthcxr", "split_comparison", "findings_source_counts",
-    "kept_ground_truth", "example_images", "save_stage_tables", "load_dataset",
+    "kept_ground_truth", "reporting_rates", "example_images", "example_captions", "save_stage_tables", "load_dataset",
 ]

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from saerad.io import atomic_path, read_json, write_json, write_npy
 
@@ -85,7 +85,28 @@ class ClassTokenEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+        """Length of the class token (ViTs: hidden_size; ConvNeXt-like: last stage width)."""
+        config = self.model.config
+        hidden = getattr(config, "hidden_size", None)
+        return int(hidden if hidden is not None else config.hidden_sizes[-1])
+
+    def describe(self) -> dict[str, str]:
+        """A short, architecture-independent summary for tables."""
+        config = self.model.config
+        crop = self.processor.to_dict().get("crop_size") or self.processor.to_dict().get("size")
+        summary = {
+            "checkpoint": self.name,
+            "architecture": type(self.model).__name__,
+            "parameters": f"{sum(p.numel() for p in self.model.parameters()):,}",
+            "class token dimension": str(self.dim),
+            "input size": str(crop),
+            "device / dtype": f"{self.device} / {str(self.dtype).replace('torch.', '')}",
+        }
+        if hasattr(config, "num_hidden_layers") and hasattr(config, "num_attention_heads"):
+            summary["layers × heads"] = f"{config.num_hidden_layers} × {config.num_attention_heads}"
+        if hasattr(config, "depths"):
+            summary["blocks per stage"] = str(list(config.depths))
+        return summary
 
     def fingerprint(self) -> str:
         """Identity of the weights and preprocessing, to validate resumed chunks."""
@@ -105,7 +126,8 @@ class ClassTokenEncoder:
     def encode_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
         """Class tokens (float32, shape ``[batch, dim]``) of preprocessed pixels."""
         outputs = self.model(pixel_values=pixel_values.to(self.device, dtype=self.dtype))
-        return outputs.pooler_output.float().cpu().numpy()
+        # ViTs give [batch, dim]; convolutional backbones pool to [batch, dim, 1, 1].
+        return outputs.pooler_output.flatten(1).float().cpu().numpy()
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Class tokens of a list of PIL images."""

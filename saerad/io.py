@@ -41,6 +41,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     )
     os.close(handle)
     temporary = Path(temporary)
+    # mkstemp creates the file private (0600); give it the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     try:
         yield temporary
         os.replace(temporary, path)

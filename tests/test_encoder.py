@@ -95,3 +95,12 @@ def test_norm_scale_gives_sqrt_dim_mean_norm():
     scale = norm_scale(tokens)
     finite = tokens[np.isfinite(tokens).all(axis=1)]
     assert np.linalg.norm(finite * scale, axis=1).mean() == pytest.approx(4.0, rel=1e-5)
+
+
+def test_same_inputs_give_byte_identical_tokens(tiny_encoder_dir, tmp_path):
+    encoder = ClassTokenEncoder(tiny_encoder_dir)
+    paths = _images(tmp_path / "img", 5)
+    first = np.load(encode_files(encoder, paths, tmp_path / "a", chunk_size=2, progress=False).tokens_path)
+    again = ClassTokenEncoder(tiny_encoder_dir)
+    second = np.load(encode_files(again, paths, tmp_path / "b", chunk_size=2, progress=False).tokens_path)
+    assert first.tobytes() == second.tobytes()

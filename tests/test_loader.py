@@ -79,3 +79,27 @@ def test_missing_column_is_named(mimic_fixture):
         table.to_csv(handle, index=False)
     with pytest.raises(DatasetError, match=r"split.csv.gz: missing column\(s\) \['split'\]"):
         load_dataset(root, progress=False)
+
+
+def test_synthcxr_goes_through_the_same_loader(tmp_path):
+    from saerad.synthcxr import SynthCXRConfig, generate_world
+
+    root = tmp_path / "synthcxr"
+    generate_world(SynthCXRConfig(n_patients=40, image_size=48, seed=3, n_defects=8), root, progress=False)
+    dataset = load_dataset(root, progress=False)
+    defects = pd.read_csv(root / "synthcxr-defects.csv", dtype={"dicom_id": str})
+    drops = dataset.drop_table().set_index("reason")
+    metadata = pd.read_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", dtype={"dicom_id": str})
+    frontal = metadata["ViewPosition"].isin(["AP", "PA"])
+    assert drops.loc["lateral or other view (not AP/PA)", "images"] == metadata["ViewPosition"].isin(["LATERAL", "LL"]).sum()
+    # Each planted defect is found under its own reason.
+    assert drops.loc["view position missing", "images"] == (metadata["ViewPosition"].isna()).sum() > 0
+    assert drops.loc["image file unreadable", "images"] >= 1
+    assert drops.loc["image file missing", "images"] >= 1
+    assert drops.loc["report file missing", "studies"] >= 1
+    assert len(defects) == 8
+    assert len(dataset.images) + drops["images"].sum() == len(metadata)
+    assert frontal.sum() - drops.loc[[r for r in drops.index if "view" not in r], "images"].sum() == len(dataset.images)
+    assert set(dataset.studies["split"]) <= {"train", "validate", "test"}
+    assert dataset.studies["findings"].str.len().min() > 0
+    assert set(dataset.studies["findings_source"]) <= {"findings", "impression"}

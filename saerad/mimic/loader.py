@@ -28,7 +28,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from saerad.io import write_json, write_table
 from saerad.mimic.sections import clean_text, extract_findings, extract_indication, split_sections

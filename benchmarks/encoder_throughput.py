@@ -1,0 +1,76 @@
+"""Encoder throughput: the demo encoder beside a Rad-DINO-sized ViT-B/14 at 518 px.
+
+Both are timed in the same run on the same machine, so their ratio is
+meaningful even where absolute numbers are not. The Rad-DINO-sized model has
+random weights (its architecture is what costs time, not its values), built
+from a configuration, so nothing is downloaded.
+
+    python benchmarks/encoder_throughput.py [--images 8] [--batch-size 4] [--device cpu]
+
+Prints images/s for each, the ratio, and the time it would take to encode
+MIMIC-CXR's 243,334 frontal images (239,931 train + 3,403 test) at that rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import Dinov2Config, Dinov2Model
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MIMIC_FRONTAL_IMAGES = 239_931 + 3_403
+
+
+def images_per_second(model: torch.nn.Module, image_size: int, n_images: int, batch_size: int, device: str) -> float:
+    model.to(device).eval()
+    pixels = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    with torch.inference_mode():
+        model(pixel_values=pixels)  # warm-up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        done = 0
+        while done < n_images:
+            model(pixel_values=pixels)
+            done += batch_size
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=8, help="images timed per model")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--demo-encoder", default=str(REPO_ROOT / "models" / "synthcxr-resnet-small"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    demo = Dinov2Model.from_pretrained(args.demo_encoder)
+    rad_dino_sized = Dinov2Model(Dinov2Config(image_size=518, patch_size=14, hidden_size=768,
+                                              num_hidden_layers=12, num_attention_heads=12))
+    results = {}
+    for name, model, size, count in (
+        ("demo encoder", demo, demo.config.image_size, args.images * 16),
+        ("Rad-DINO-sized ViT-B/14 @ 518 px", rad_dino_sized, 518, args.images),
+    ):
+        rate = images_per_second(model, size, count, args.batch_size, args.device)
+        parameters = sum(p.numel() for p in model.parameters())
+        results[name] = {"parameters": parameters, "image_size": size, "images_per_second": rate,
+                         "hours_for_mimic_cxr": MIMIC_FRONTAL_IMAGES / rate / 3600}
+        print(f"{name:34s} {parameters / 1e6:6.1f} M params  {rate:9.2f} images/s  "
+              f"MIMIC-CXR frontal images: {MIMIC_FRONTAL_IMAGES / rate / 3600:8.1f} h", flush=True)
+    demo_rate = results["demo encoder"]["images_per_second"]
+    big_rate = results["Rad-DINO-sized ViT-B/14 @ 518 px"]["images_per_second"]
+    print(f"ratio (demo / Rad-DINO-sized): {demo_rate / big_rate:.0f}x on {args.device} "
+          f"with {torch.get_num_threads()} threads")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
