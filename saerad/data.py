@@ -40,6 +40,14 @@ def make_synthcxr(out_dir: str | Path, n_patients: int, image_size: int, max_stu
     return Path(out_dir), summary, time.perf_counter() - started
 
 
+def describe_world(summary: dict) -> str:
+    """One sentence on what :func:`make_synthcxr` wrote."""
+    defects = sum(summary.get("defects", {}).values())
+    return (f"{summary['n_patients']:,} patients, {summary['n_studies']:,} studies, {summary['n_images']:,} images "
+            f"({summary['n_frontal']:,} frontal, {summary['n_lateral']:,} lateral), {summary['n_reports']:,} reports, "
+            f"{defects} deliberately broken items")
+
+
 def split_comparison(dataset: LoadedDataset) -> pd.DataFrame:
     """Our split sizes beside the paper's reported MIMIC-CXR image counts."""
     table = dataset.split_sizes()
@@ -118,17 +126,14 @@ def example_captions(examples: pd.DataFrame, ground_truth: pd.DataFrame | None, 
 
 
 def save_stage_tables(dataset: LoadedDataset, out_dir: str | Path, ground_truth: pd.DataFrame | None) -> None:
-    """Write everything later stages and the book need."""
+    """Write the dataset tables later stages read (the chapter adds the tables it shows)."""
     out_dir = Path(out_dir)
     dataset.save(out_dir)
-    write_table(out_dir / "split_comparison.csv", split_comparison(dataset))
-    write_table(out_dir / "findings_source.csv", findings_source_counts(dataset))
     if ground_truth is not None:
         write_table(out_dir / "ground_truth.csv", ground_truth)
-        write_table(out_dir / "reporting_rates.csv", reporting_rates(dataset.root, ground_truth, dataset.images))
 
 
 __all__ = [
     "PAPER_REPORTED_IMAGES", "make_synthcxr", "split_comparison", "findings_source_counts",
-    "kept_ground_truth", "reporting_rates", "example_images", "example_captions", "save_stage_tables", "load_dataset",
+    "describe_world", "kept_ground_truth", "reporting_rates", "example_images", "example_captions", "save_stage_tables", "load_dataset",
 ]

@@ -102,3 +102,13 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def book_table(table: pd.DataFrame, stage_dir: str | os.PathLike, name: str, index: bool = False) -> pd.DataFrame:
+    """Write a table shown in the book as ``<stage_dir>/<name>.csv`` and return it for display.
+
+    Every table of the book is also an artifact, so a reader can take the
+    numbers without scraping HTML.
+    """
+    write_table(Path(stage_dir) / f"{name}.csv", table, index=index)
+    return table

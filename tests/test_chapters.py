@@ -1,0 +1,72 @@
+"""The real chapter notebooks, executed by the real runner on a tiny SynthCXR world."""
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+
+from saerad.pipeline import REPO_ROOT, run
+
+TINY = ["data.n_patients=40", "data.image_size=128", "encode.projection_points=60"]
+
+
+@pytest.mark.slow
+def test_data_and_encode_chapters_run_and_write_their_artifacts(tmp_path):
+    outcome = run("demo", assignments=TINY, artifacts_base=tmp_path / "artifacts", chapters_dir=tmp_path / "chapters",
+                  timeout=600)
+    assert outcome == {"data": "ran", "encode": "ran"}
+    for name in ("00_data.ipynb", "01_encode.ipynb"):
+        executed = nbformat.read(tmp_path / "chapters" / name, as_version=4)
+        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.output_type == "error"]
+        assert not errors
+    data = tmp_path / "artifacts/demo/data"
+    images = pd.read_csv(data / "images.csv")
+    assert len(images) > 40 and set(images["view_position"]) <= {"AP", "PA"}
+    assert (data / "drop_table.csv").exists() and (data / "ground_truth.csv").exists()
+
+    encode = tmp_path / "artifacts/demo/encode"
+    probe = pd.read_csv(encode / "probe_auroc.csv")
+    assert list(probe.columns[:3]) == ["finding", "prevalence", "auroc"]
+    scale = json.loads((encode / "scale.json").read_text())
+    assert scale["mean_norm_after"] == pytest.approx(scale["target_mean_norm"], rel=1e-4)
+    import numpy as np
+
+    tokens = np.load(encode / "class_tokens.npy")
+    assert tokens.shape[0] == len(images) and np.isfinite(tokens).all()
+
+
+def test_demo_encoder_checkpoint_is_shipped_and_loads():
+    from saerad.encoder import ClassTokenEncoder
+
+    directory = REPO_ROOT / "models" / "synthcxr-resnet-small"
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "training.json", "README.md"):
+        assert (directory / name).exists(), name
+    encoder = ClassTokenEncoder(directory)
+    recipe = json.loads((directory / "training.json").read_text())
+    assert encoder.dim == recipe["arguments"]["hidden_size"]
+
+
+@pytest.mark.slow
+def test_paper_profile_runs_on_a_mimic_layout_fixture_and_a_tiny_dinov2(tmp_path):
+    from conftest import save_tiny_dinov2, write_mimic_fixture
+
+    root = tmp_path / "mimic-cxr-jpg"
+    root.mkdir()
+    expected = write_mimic_fixture(root)
+    encoder_dir = save_tiny_dinov2(tmp_path / "rad-dino-like", image_size=32)
+    outcome = run(
+        "paper",
+        assignments=[f"dataset_root={root}", f"encoder_model={encoder_dir}", "device=cpu", "dtype=float32",
+                     "num_workers=0", "workers=2"],
+        artifacts_base=tmp_path / "artifacts", chapters_dir=tmp_path / "chapters", timeout=600,
+    )
+    assert outcome == {"data": "ran", "encode": "ran"}
+    drops = pd.read_csv(tmp_path / "artifacts/paper/data/drop_table.csv").set_index("reason")
+    for reason, (images, studies) in expected["drops"].items():
+        assert (drops.loc[reason, "images"], drops.loc[reason, "studies"]) == (images, studies)
+    import numpy as np
+
+    tokens = np.load(tmp_path / "artifacts/paper/encode/class_tokens.npy")
+    assert tokens.shape == (expected["kept_images"], 32)
