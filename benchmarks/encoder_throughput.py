@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Dinov2Config, Dinov2Model
+from transformers import AutoModel, Dinov2Config, Dinov2Model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIMIC_FRONTAL_IMAGES = 239_931 + 3_403
@@ -51,12 +51,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    demo = Dinov2Model.from_pretrained(args.demo_encoder)
+    demo = AutoModel.from_pretrained(args.demo_encoder)
+    demo_size = json.loads((Path(args.demo_encoder) / "preprocessor_config.json").read_text())["crop_size"]["height"]
     rad_dino_sized = Dinov2Model(Dinov2Config(image_size=518, patch_size=14, hidden_size=768,
                                               num_hidden_layers=12, num_attention_heads=12))
     results = {}
     for name, model, size, count in (
-        ("demo encoder", demo, demo.config.image_size, args.images * 16),
+        ("demo encoder", demo, demo_size, args.images * 32),
         ("Rad-DINO-sized ViT-B/14 @ 518 px", rad_dino_sized, 518, args.images),
     ):
         rate = images_per_second(model, size, count, args.batch_size, args.device)
