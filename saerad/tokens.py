@@ -71,7 +71,7 @@ def load_class_tokens(
     index = pd.read_csv(stage / "tokens_index.csv", dtype={"dicom_id": str})
     keep = index["encoded"].to_numpy()
     if split is not None:
-        keep &= (index["split"] == split).to_numpy()
+        keep = keep & (index["split"] == split).to_numpy()
     rows = np.flatnonzero(keep)
     selected = np.asarray(tokens[rows], dtype=np.float32)
     if scaled:

@@ -8,15 +8,17 @@ import pytest
 
 from saerad.pipeline import REPO_ROOT, run
 
-TINY = ["data.n_patients=40", "data.image_size=128", "encode.projection_points=60"]
+TINY = ["data.n_patients=40", "data.image_size=128", "encode.projection_points=60", "sae.steps=60",
+        "sae.comparison_steps=30", "sae.checkpoint_every=20", "sae.batch_size=32", "sae.expansion_factor=2",
+        "sae.table5_expansion_factors=[1, 2, 4]"]
 
 
 @pytest.mark.slow
-def test_data_and_encode_chapters_run_and_write_their_artifacts(tmp_path):
+def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
     outcome = run("demo", assignments=TINY, artifacts_base=tmp_path / "artifacts", chapters_dir=tmp_path / "chapters",
                   timeout=600)
-    assert outcome == {"data": "ran", "encode": "ran"}
-    for name in ("00_data.ipynb", "01_encode.ipynb"):
+    assert outcome == {"data": "ran", "encode": "ran", "sae": "ran"}
+    for name in ("00_data.ipynb", "01_encode.ipynb", "02_sae.ipynb"):
         executed = nbformat.read(tmp_path / "chapters" / name, as_version=4)
         errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.output_type == "error"]
@@ -35,6 +37,12 @@ def test_data_and_encode_chapters_run_and_write_their_artifacts(tmp_path):
 
     tokens = np.load(encode / "class_tokens.npy")
     assert tokens.shape[0] == len(images) and np.isfinite(tokens).all()
+
+    sae = tmp_path / "artifacts/demo/sae"
+    for table in ("table3", "table5", "ablation"):
+        columns = pd.read_csv(sae / f"{table}.csv").columns
+        assert {"l0", "explained_variance"} <= set(columns), table
+    assert {"cfg.json", "sae_weights.safetensors"} <= {p.name for p in (sae / "sae_rad_main").iterdir()}
 
 
 def test_demo_encoder_checkpoint_is_shipped_and_loads():
@@ -61,6 +69,7 @@ def test_paper_profile_runs_on_a_mimic_layout_fixture_and_a_tiny_dinov2(tmp_path
         assignments=[f"dataset_root={root}", f"encoder_model={encoder_dir}", "device=cpu", "dtype=float32",
                      "num_workers=0", "workers=2"],
         artifacts_base=tmp_path / "artifacts", chapters_dir=tmp_path / "chapters", timeout=600,
+        only=["data", "encode"],
     )
     assert outcome == {"data": "ran", "encode": "ran"}
     drops = pd.read_csv(tmp_path / "artifacts/paper/data/drop_table.csv").set_index("reason")

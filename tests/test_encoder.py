@@ -104,3 +104,22 @@ def test_same_inputs_give_byte_identical_tokens(tiny_encoder_dir, tmp_path):
     again = ClassTokenEncoder(tiny_encoder_dir)
     second = np.load(encode_files(again, paths, tmp_path / "b", chunk_size=2, progress=False).tokens_path)
     assert first.tobytes() == second.tobytes()
+
+
+def test_load_class_tokens_selects_a_split_scales_and_skips_unreadable(tmp_path):
+    import pandas as pd
+
+    from saerad.tokens import load_class_tokens, save_index_and_scale
+
+    stage = tmp_path / "encode"
+    stage.mkdir()
+    tokens = np.arange(12, dtype=np.float32).reshape(4, 3) + 1
+    tokens[2] = np.nan
+    images = pd.DataFrame({"dicom_id": list("abcd"), "subject_id": 1, "study_id": [1, 1, 2, 3],
+                           "split": ["train", "test", "train", "train"]})
+    np.save(stage / "class_tokens.npy", tokens)
+    record = save_index_and_scale(stage, images, tokens, "tiny")
+    selected, index = load_class_tokens(tmp_path, "train")
+    assert index["dicom_id"].tolist() == ["a", "d"]
+    np.testing.assert_allclose(selected, tokens[[0, 3]] * record["scale"], rtol=1e-6)
+    assert np.linalg.norm(selected, axis=1).mean() == pytest.approx(np.sqrt(3), rel=1e-5)

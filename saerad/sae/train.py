@@ -1,0 +1,345 @@
+"""Training loop: Adam, warm-ups and decay, resumable checkpoints, divergence guard.
+
+The run is a pure function of (tokens, SAE config, training config): the
+initial weights come from ``SAEConfig.seed`` and the batch of step ``s`` from
+``(TrainConfig.seed, s)`` alone, so a resumed run needs no RNG state and ends
+with weights bit-identical to an uninterrupted one (on the same device).
+
+Files written into ``out_dir``::
+
+    checkpoint.pt            model + optimiser state, step, history, configs (atomic)
+    cfg.json                 SAELens config of the final model (saelens_format)
+    sae_weights.safetensors  final weights
+    history.csv              one row per logged step
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from saerad.io import atomic_path, write_table
+from saerad.sae.config import SAEConfig
+from saerad.sae.models import SparseAutoencoder, build_sae
+from saerad.sae.saelens_format import save_sae
+from saerad.sae.schedule import l1_coefficient, learning_rate
+
+CHECKPOINT_FILENAME = "checkpoint.pt"
+HISTORY_FILENAME = "history.csv"
+LOSS_TERMS = ("reconstruction", "sparsity", "auxiliary", "total")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (Appendix B.1 / B.3 for the paper's values).
+
+    Parameters
+    ----------
+    steps, batch_size
+        Number of Adam updates and samples per update.
+    lr, l1_coefficient
+        Peak learning rate and peak sparsity coefficient λ.
+    lr_warmup_fraction, lr_decay_fraction, l1_warmup_fraction
+        Schedule phases as fractions of ``steps`` (see :mod:`saerad.sae.schedule`).
+    checkpoint_every
+        Write ``checkpoint.pt`` after every this many steps (and after the last).
+    log_every
+        Record a history row at every step divisible by this (and the last).
+    seed
+        Seed of the batch order.
+    device
+        Torch device to train on.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    l1_coefficient: float
+    lr_warmup_fraction: float = 0.01
+    lr_decay_fraction: float = 0.2
+    l1_warmup_fraction: float = 0.05
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> "TrainConfig":
+        unknown = set(payload) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        return cls(**payload)
+
+
+#: Appendix B.1/B.3: x64 SAE-Rad, trained on the full MIMIC-CXR class tokens.
+PAPER_EXPANSION_FACTOR = 64
+PAPER_TRAIN_CONFIG = TrainConfig(steps=200_000, batch_size=2048, lr=5e-5, l1_coefficient=8e-3)
+
+# Changing these does not change the trained weights, so a checkpoint written
+# under other values may still be resumed.
+_RESUME_FREE_FIELDS = ("checkpoint_every", "device")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term (or, at a checkpoint, a parameter) became NaN or infinite.
+
+    Attributes
+    ----------
+    step
+        0-based step at which it was detected.
+    term
+        ``"reconstruction"``, ``"sparsity"``, ``"auxiliary"`` or ``"parameters"``.
+    """
+
+    def __init__(self, step: int, term: str, detail: str, checkpoint: Path):
+        self.step, self.term, self.checkpoint = step, term, checkpoint
+        kept = f"the last good checkpoint stays at {checkpoint}" if checkpoint.exists() else "no checkpoint was written yet"
+        super().__init__(f"training diverged at step {step}: {term} is {detail}; {kept}")
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Raised by :func:`optimisation_step` before updating when a loss term is NaN/Inf."""
+
+    def __init__(self, term: str, value: float):
+        self.term, self.value = term, value
+        super().__init__(f"loss term {term} is {value}")
+
+
+class CheckpointMismatch(ValueError):
+    """``out_dir`` holds a checkpoint of a different run."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_sae` returns.
+
+    Attributes
+    ----------
+    sae
+        The trained model (eval mode, on the training device).
+    history
+        Columns ``step, lr, l1_coefficient, reconstruction, sparsity,
+        auxiliary, total, l0, mse, mse_per_element, explained_variance``,
+        measured on the step's batch before its update.
+    seconds
+        Wall-clock seconds spent in the training loop, summed over resumed sessions.
+    out_dir
+        Where the checkpoint and final model were written.
+    """
+
+    sae: SparseAutoencoder
+    history: pd.DataFrame
+    seconds: float
+    out_dir: Path
+
+
+class BatchOrder:
+    """Row indices of every step: a fresh permutation per epoch, seeded by (seed, epoch).
+
+    Each epoch drops its last ``n_rows % batch_size`` rows (different rows
+    each epoch), so every batch has the same size.
+    """
+
+    def __init__(self, n_rows: int, batch_size: int, seed: int):
+        if batch_size > n_rows:
+            raise ValueError(f"batch_size {batch_size} exceeds the number of tokens {n_rows}")
+        self.n_rows, self.batch_size, self.seed = n_rows, batch_size, seed
+        self.batches_per_epoch = n_rows // batch_size
+        self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
+
+    def indices(self, step: int) -> np.ndarray:
+        epoch, position = divmod(step, self.batches_per_epoch)
+        if epoch != self._epoch:
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n_rows)
+            self._epoch = epoch
+        return self._order[position * self.batch_size:(position + 1) * self.batch_size]
+
+
+def data_fingerprint(tokens: np.ndarray) -> str:
+    """Shape plus a hash of the bytes: a checkpoint is resumed only on the data it was trained on."""
+    contiguous = np.ascontiguousarray(tokens)
+    digest = hashlib.blake2b(memoryview(contiguous).cast("B"), digest_size=12).hexdigest()
+    return f"{contiguous.shape[0]}x{contiguous.shape[1]}:{contiguous.dtype}:{digest}"
+
+
+def optimisation_step(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                      l1: float) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Forward, backward and one Adam update (with the unit-norm constraint where configured).
+
+    Returns ``(terms, x_hat, h)`` of the forward pass, before the update.
+    Raises :class:`NonFiniteLoss` naming the first non-finite term; the
+    update is then not applied.
+    """
+    terms, x_hat, h = sae.forward_with_losses(x, l1)
+    # One host sync per step: cheap next to the step itself, and it keeps a
+    # NaN from ever reaching the weights (and hence a checkpoint).
+    if not torch.isfinite(terms["total"]):
+        bad = next((name for name in LOSS_TERMS if not torch.isfinite(terms[name])), "total")
+        raise NonFiniteLoss(bad, float(terms[bad].detach()))
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    sae.project_decoder_gradient()
+    optimizer.step()
+    sae.normalise_decoder()
+    return terms, x_hat, h
+
+
+def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConfig, out_dir: str | Path,
+              progress: bool = True, overwrite: bool = False) -> TrainResult:
+    """Train an SAE on ``tokens``, resuming from ``out_dir/checkpoint.pt`` if it is of the same run.
+
+    Parameters
+    ----------
+    tokens
+        Float array ``[n, d_in]`` (scaled class tokens).
+    sae_config, train_config
+        Architecture and optimisation settings.
+    out_dir
+        Folder for the checkpoint, the final model and ``history.csv``.
+    progress
+        Show a tqdm progress bar.
+    overwrite
+        Discard an existing checkpoint instead of resuming it (needed when it
+        belongs to other configs or other data).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    CheckpointMismatch
+        ``out_dir`` holds a checkpoint of other configs or data and ``overwrite`` is False.
+    TrainingDiverged
+        A loss term became NaN/Inf; nothing after the last good checkpoint is written.
+    """
+    if tokens.ndim != 2 or tokens.shape[1] != sae_config.d_in:
+        raise ValueError(f"tokens must have shape [n, {sae_config.d_in}], got {tokens.shape}")
+    if not np.isfinite(tokens).all():
+        raise ValueError("tokens contain NaN or Inf values")
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CHECKPOINT_FILENAME
+    device = torch.device(train_config.device)
+    identity = _run_identity(sae_config, train_config, tokens)
+
+    sae = build_sae(sae_config).to(device)
+    # Adam(β1=0.9, β2=0.999), no weight decay (Appendix B.3).
+    optimizer = torch.optim.Adam(sae.parameters(), lr=train_config.lr, betas=(0.9, 0.999), weight_decay=0.0)
+    start, history, seconds = 0, [], 0.0
+    if checkpoint_path.exists() and overwrite:
+        checkpoint_path.unlink()
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        _check_same_run(state["identity"], identity, checkpoint_path)
+        sae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history, seconds = state["step"], state["history"], state["seconds"]
+
+    data = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.float32)).to(device)
+    order = BatchOrder(len(data), train_config.batch_size, train_config.seed)
+    steps = train_config.steps
+    sae.train()
+    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step",
+               desc=f"SAE {sae_config.preset_name() or sae_config.architecture} x{sae_config.expansion_factor}")
+    session_start = time.perf_counter()
+    try:
+        for step in range(start, steps):
+            lr = learning_rate(step, steps, train_config.lr, train_config.lr_warmup_fraction,
+                               train_config.lr_decay_fraction)
+            l1 = l1_coefficient(step, steps, train_config.l1_coefficient, train_config.l1_warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = data.index_select(0, torch.from_numpy(order.indices(step)).to(device))
+            try:
+                terms, x_hat, h = optimisation_step(sae, optimizer, x, l1)
+            except NonFiniteLoss as error:
+                raise TrainingDiverged(step, error.term, str(error.value), checkpoint_path) from None
+            if step % train_config.log_every == 0 or step == steps - 1:
+                row = _history_row(step, lr, l1, terms, x, x_hat, h)
+                history.append(row)
+                bar.set_postfix(loss=f"{row['total']:.4g}", l0=f"{row['l0']:.1f}", ev=f"{row['explained_variance']:.3f}")
+            bar.update(1)
+            completed = step + 1
+            if completed % train_config.checkpoint_every == 0 or completed == steps:
+                _check_parameters_finite(sae, step, checkpoint_path)
+                elapsed = seconds + time.perf_counter() - session_start
+                _write_checkpoint(checkpoint_path, dict(
+                    identity=identity, step=completed, seconds=elapsed, history=history,
+                    model=sae.state_dict(), optimizer=optimizer.state_dict()))
+    finally:
+        bar.close()
+    seconds += time.perf_counter() - session_start
+
+    sae.eval()
+    table = pd.DataFrame(history, columns=list(_HISTORY_COLUMNS))
+    save_sae(sae, out_dir)
+    write_table(out_dir / HISTORY_FILENAME, table)
+    return TrainResult(sae=sae, history=table, seconds=seconds, out_dir=out_dir)
+
+
+_HISTORY_COLUMNS = ("step", "lr", "l1_coefficient", *LOSS_TERMS, "l0", "mse", "mse_per_element",
+                    "explained_variance")
+
+
+@torch.no_grad()
+def _history_row(step: int, lr: float, l1: float, terms: dict[str, torch.Tensor], x: torch.Tensor,
+                 x_hat: torch.Tensor, h: torch.Tensor) -> dict[str, float]:
+    """Batch metrics; ``mse`` is the reconstruction term under the name evaluate_sae uses."""
+    squared_error = (x - x_hat).pow(2).sum()
+    variance = (x - x.mean(dim=0)).pow(2).sum()
+    row = {"step": step, "lr": lr, "l1_coefficient": l1}
+    row.update({name: float(terms[name].detach()) for name in LOSS_TERMS})
+    row["l0"] = float((h > 0).sum(dim=1, dtype=torch.float32).mean())
+    row["mse"] = float(squared_error / x.shape[0])
+    row["mse_per_element"] = float(squared_error / x.numel())
+    row["explained_variance"] = float(1.0 - squared_error / variance)
+    return row
+
+
+def _run_identity(sae_config: SAEConfig, train_config: TrainConfig, tokens: np.ndarray) -> dict[str, Any]:
+    relevant = {k: v for k, v in train_config.to_dict().items() if k not in _RESUME_FREE_FIELDS}
+    return {"sae_config": sae_config.to_dict(), "train_config": relevant, "data": data_fingerprint(tokens)}
+
+
+def _check_same_run(stored: dict[str, Any], requested: dict[str, Any], path: Path) -> None:
+    if stored == requested:
+        return
+    differences = []
+    for part in ("sae_config", "train_config"):
+        keys = sorted(set(stored[part]) | set(requested[part]))
+        differences += [f"{part}.{k}: checkpoint {stored[part].get(k)!r} vs requested {requested[part].get(k)!r}"
+                        for k in keys if stored[part].get(k) != requested[part].get(k)]
+    if stored["data"] != requested["data"]:
+        differences.append(f"data: checkpoint {stored['data']} vs requested {requested['data']}")
+    raise CheckpointMismatch(
+        f"{path} belongs to another run ({'; '.join(differences)}).\n"
+        f"checkpoint configs: {stored['sae_config']} {stored['train_config']}\n"
+        f"requested configs:  {requested['sae_config']} {requested['train_config']}\n"
+        "Pass overwrite=True to discard it and start afresh.")
+
+
+def _check_parameters_finite(sae: SparseAutoencoder, step: int, checkpoint_path: Path) -> None:
+    for name, parameter in sae.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise TrainingDiverged(step, "parameters", f"non-finite in {name}", checkpoint_path)
+
+
+def _write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
