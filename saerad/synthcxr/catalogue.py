@@ -127,22 +127,9 @@ HABITUS = ("thin", "average", "large")
 SCOLIOSIS = ("none", "dextro", "levo")
 SETTINGS = ("icu", "inpatient", "outpatient")
 
-CHEXPERT_OBSERVATIONS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-)
+# The 14 observations, in the column order of mimic-cxr-2.0.0-chexpert.csv.gz;
+# one definition shared with the MIMIC loader.
+from saerad.mimic.loader import CHEXPERT_OBSERVATIONS  # noqa: E402
 
 # Observations that count as "pathology" for the No Finding rule; like the
 # CheXpert labeler, support devices do not prevent "No Finding".
