@@ -54,6 +54,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("data", "00_data.ipynb", "Data: SynthCXR and the MIMIC-CXR loader"),
     Stage("encode", "01_encode.ipynb", "Image encoder class tokens"),
     Stage("sae", "02_sae.ipynb", "The sparse autoencoder"),
+    Stage("features", "03_features.ipynb", "Reading the features"),
 )
 
 

@@ -17,8 +17,8 @@ TINY = ["data.n_patients=40", "data.image_size=128", "encode.projection_points=6
 def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
     outcome = run("demo", assignments=TINY, artifacts_base=tmp_path / "artifacts", chapters_dir=tmp_path / "chapters",
                   timeout=600)
-    assert outcome == {"data": "ran", "encode": "ran", "sae": "ran"}
-    for name in ("00_data.ipynb", "01_encode.ipynb", "02_sae.ipynb"):
+    assert outcome == {"data": "ran", "encode": "ran", "sae": "ran", "features": "ran"}
+    for name in ("00_data.ipynb", "01_encode.ipynb", "02_sae.ipynb", "03_features.ipynb"):
         executed = nbformat.read(tmp_path / "chapters" / name, as_version=4)
         errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.output_type == "error"]
@@ -43,6 +43,15 @@ def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
         columns = pd.read_csv(sae / f"{table}.csv").columns
         assert {"l0", "explained_variance"} <= set(columns), table
     assert {"cfg.json", "sae_weights.safetensors"} <= {p.name for p in (sae / "sae_rad_main").iterdir()}
+
+    features = tmp_path / "artifacts/demo/features"
+    alignment = pd.read_csv(features / "finding_alignment.csv")
+    assert list(alignment.columns[:3]) == ["finding", "best_feature", "auroc"]
+    stats = pd.read_csv(features / "feature_stats.csv")
+    described = [json.loads(line) for line in (features / "descriptions.jsonl").read_text().splitlines()]
+    # Every live feature has a description or a flagged failure with its reason.
+    assert sorted(record["feature"] for record in described) == sorted(stats.loc[~stats["dead"], "feature"])
+    assert all(record["status"] == "ok" or record["flag_reason"] for record in described)
 
 
 def test_demo_encoder_checkpoint_is_shipped_and_loads():

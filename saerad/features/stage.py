@@ -1,0 +1,69 @@
+"""Glue of the features chapter: which reports go to the describer, which client answers.
+
+Kept out of the notebook so that the chapter reads as a sequence of named steps and a
+researcher can swap one (another describer, another scorer) without touching the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from saerad.features.activations import top_activating_studies
+
+REMOTE_BACKENDS = ("anthropic", "bedrock", "vertex", "openai")
+
+
+def study_findings(artifacts_root: str | Path) -> pd.Series:
+    """Findings text of every kept study, indexed by ``study_id`` (from the data stage)."""
+    path = Path(artifacts_root) / "data" / "studies.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the data stage first")
+    studies = pd.read_csv(path, usecols=["study_id", "split", "findings"])
+    if studies["findings"].isna().any():
+        raise ValueError(f"{path}: {int(studies['findings'].isna().sum())} studies have no findings text")
+    return studies.set_index("study_id")["findings"]
+
+
+def split_rows(index: pd.DataFrame, splits: tuple[str, ...]) -> np.ndarray:
+    return np.flatnonzero(index["split"].isin(splits).to_numpy())
+
+
+def training_top_reports(activations: sparse.csr_matrix, index: pd.DataFrame, findings: pd.Series,
+                         features: list[int], k: int) -> tuple[dict[int, list[str]], pd.DataFrame]:
+    """Findings of each feature's ``k`` top-activating *training* studies, strongest first.
+
+    Descriptions are written from training studies only, so that explanation scores and the
+    test-set reports are measured on studies the describer never saw.
+    """
+    rows = split_rows(index, ("train",))
+    top = top_activating_studies(activations[rows], index.iloc[rows].reset_index(drop=True), k=k)
+    top = top[top["feature"].isin(features)].sort_values(["feature", "rank"], ignore_index=True)
+    reports = {int(feature): [findings[study] for study in group["study_id"]]
+               for feature, group in top.groupby("feature", sort=True)}
+    return reports, top
+
+
+def make_llm_client(role: str, backend: str, model: str, offline_responder, cache_dir: str | Path, profile: str,
+                    acknowledge_restricted_data_use: bool = False, base_url: str = "", max_concurrency: int = 4):
+    """The :mod:`saerad.llm` client for one role (describer, scorer, composer, RadFact).
+
+    ``offline`` answers with ``offline_responder`` (an object with ``name`` and ``respond``).
+    Any other backend sends report text out: in the paper profile that text is MIMIC-CXR's,
+    which its data use agreement protects, so the LLM layer refuses unless acknowledged.
+    """
+    from saerad.llm import make_client
+
+    if backend == "offline":
+        return make_client("offline", model=offline_responder.name, responder=offline_responder.respond,
+                           cache_dir=Path(cache_dir) / role)
+    if backend not in REMOTE_BACKENDS:
+        raise ValueError(f"{role}_backend is {backend!r}; expected 'offline' or one of {list(REMOTE_BACKENDS)}")
+    options = {"max_concurrency": max_concurrency, "restricted_text": profile == "paper",
+               "acknowledge_restricted_data_use": acknowledge_restricted_data_use}
+    if base_url:
+        options["base_url"] = base_url
+    return make_client(backend, model=model or None, cache_dir=Path(cache_dir) / role, **options)
