@@ -55,6 +55,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("encode", "01_encode.ipynb", "Image encoder class tokens"),
     Stage("sae", "02_sae.ipynb", "The sparse autoencoder"),
     Stage("features", "03_features.ipynb", "Reading the features"),
+    Stage("reports", "04_reports.ipynb", "Writing reports from features"),
 )
 
 

@@ -17,8 +17,8 @@ TINY = ["data.n_patients=40", "data.image_size=128", "encode.projection_points=6
 def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
     outcome = run("demo", assignments=TINY, artifacts_base=tmp_path / "artifacts", chapters_dir=tmp_path / "chapters",
                   timeout=600)
-    assert outcome == {"data": "ran", "encode": "ran", "sae": "ran", "features": "ran"}
-    for name in ("00_data.ipynb", "01_encode.ipynb", "02_sae.ipynb", "03_features.ipynb"):
+    assert outcome == {"data": "ran", "encode": "ran", "sae": "ran", "features": "ran", "reports": "ran"}
+    for name in ("00_data.ipynb", "01_encode.ipynb", "02_sae.ipynb", "03_features.ipynb", "04_reports.ipynb"):
         executed = nbformat.read(tmp_path / "chapters" / name, as_version=4)
         errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.output_type == "error"]
@@ -52,6 +52,17 @@ def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
     # Every live feature has a description or a flagged failure with its reason.
     assert sorted(record["feature"] for record in described) == sorted(stats.loc[~stats["dead"], "feature"])
     assert all(record["status"] == "ok" or record["flag_reason"] for record in described)
+
+    generated = [json.loads(line) for line in
+                 (tmp_path / "artifacts/demo/reports/generated.jsonl").read_text().splitlines()]
+    studies = pd.read_csv(data / "studies.csv")
+    test_studies = set(studies.loc[studies["split"] == "test", "study_id"])
+    for system in ("sae_rad", "nearest_neighbour"):
+        lines = [record for record in generated if record["system"] == system]
+        assert {record["study_id"] for record in lines} == test_studies, system
+        assert all(record["report"] or record["reason"] for record in lines)
+    assert all(sentence["feature_ids"] for record in generated if record["system"] == "sae_rad"
+               for sentence in record["sentences"])
 
 
 def test_demo_encoder_checkpoint_is_shipped_and_loads():
