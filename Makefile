@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine (README):
 #   make book   - create .venv, install, run the demo pipeline, build the book strictly
-#   make test   - create .venv, install, run the tests
+#   make test   - create .venv (and .venv-saelens), install, run the tests
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -9,6 +9,9 @@ PROFILE ?= demo
 # Extra pipeline arguments, e.g. make pipeline ARGS="--from encode --set encode.batch_size=32"
 ARGS ?=
 STAMP := $(VENV)/.installed
+# SAELens conflicts with our pins, so it lives in its own venv (parity test, SAE training benchmark).
+SAELENS_VENV := .venv-saelens
+SAELENS_STAMP := $(SAELENS_VENV)/.installed
 
 .PHONY: install pipeline book book-only test lab benchmark clean clean-artifacts
 
@@ -21,6 +24,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name saerad --display-name "SAE-Rad (.venv)" >/dev/null
 	@touch $@
 
+$(SAELENS_VENV): $(SAELENS_STAMP)
+
+$(SAELENS_STAMP): requirements-saelens.txt
+	@test -x $(SAELENS_VENV)/bin/python || $(PYTHON) -m venv $(SAELENS_VENV)
+	$(SAELENS_VENV)/bin/python -m pip install --quiet --requirement requirements-saelens.txt
+	@touch $@
+
 pipeline: install
 	$(PY) -m saerad.pipeline --profile $(PROFILE) $(ARGS)
 
@@ -31,15 +41,16 @@ book-only: install
 	@echo "The book is in _build/html/index.html"
 
 # pytest exits 5 when it collects no test; that is not a failure of the code.
-test: install
+test: install $(SAELENS_STAMP)
 	@$(PY) -m pytest tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
 
 lab: install
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
-benchmark: install
+benchmark: install $(SAELENS_STAMP)
 	$(PY) benchmarks/encoder_throughput.py
+	$(PY) benchmarks/sae_training.py
 
 clean:
 	rm -rf _build book/chapters/*.ipynb

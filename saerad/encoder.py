@@ -171,6 +171,74 @@ class EncodeResult:
     seconds: float
 
 
+def encode_paths(
+    encoder: ClassTokenEncoder, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 0, bar=None
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Class tokens of ``paths``, in batches of ``batch_size`` taken in order from ``paths[0]``.
+
+    The batches are exactly those :func:`encode_files` forms for a chunk, so
+    a caller that passes the same run of paths gets bit-identical tokens even
+    from models whose output depends on what else is in the batch.
+
+    Returns
+    -------
+    (tokens, failed)
+        ``tokens`` float32 ``[len(paths), dim]`` with NaN rows for unreadable
+        images; ``failed`` lists ``(position in paths, problem)`` in order.
+    """
+    tokens = np.full((len(paths), encoder.dim), np.nan, dtype=np.float32)
+    failed: list[tuple[int, str]] = []
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(paths, encoder), batch_size=batch_size, num_workers=num_workers,
+        collate_fn=_collate, shuffle=False,
+    )
+    for pixels, indices, bad in loader:
+        if pixels is not None:
+            tokens[indices] = encoder.encode_pixels(pixels)
+        failed.extend(bad)
+        if bar is not None:
+            bar.update(len(indices) + len(bad))
+    return tokens, failed
+
+
+def chunk_manifest(encoder: ClassTokenEncoder, paths: Sequence[Path], chunk_size: int) -> dict:
+    """What identifies the chunks of :func:`encode_files` (``chunks/manifest.json``)."""
+    return {
+        "encoder": encoder.fingerprint(),
+        "paths": hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest(),
+        "chunk_size": chunk_size,
+        "dim": encoder.dim,
+    }
+
+
+def prepare_chunk_dir(chunk_dir: Path, manifest: dict) -> None:
+    """Create ``chunk_dir``, first removing chunks written under another manifest."""
+    manifest_path = chunk_dir / "manifest.json"
+    if chunk_dir.exists() and (not manifest_path.exists() or read_json(manifest_path) != manifest):
+        # Chunks from another encoder or image list must not be mixed in.
+        shutil.rmtree(chunk_dir)
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    write_json(manifest_path, manifest)
+
+
+def merge_chunks(
+    out_dir: Path, paths: Sequence[Path], dim: int, chunk_size: int, failed: Sequence[tuple[int, str]]
+) -> Path:
+    """Concatenate ``out_dir/chunks/tokens_*.npy`` into ``class_tokens.npy``; write ``failed_images.json``."""
+    chunk_dir = out_dir / "chunks"
+    tokens_path = out_dir / "class_tokens.npy"
+    with atomic_path(tokens_path) as temporary:
+        merged = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(len(paths), dim))
+        for chunk in range(math.ceil(len(paths) / chunk_size)):
+            lo = chunk * chunk_size
+            part = np.load(chunk_dir / f"tokens_{chunk:06d}.npy")
+            merged[lo: lo + len(part)] = part
+        merged.flush()
+        del merged
+    write_json(out_dir / "failed_images.json", [{"row": i, "path": str(paths[i]), "error": p} for i, p in failed])
+    return tokens_path
+
+
 def encode_files(
     encoder: ClassTokenEncoder,
     paths: Sequence[str | Path],
@@ -186,25 +254,15 @@ def encode_files(
     a row of NaN and is listed in the result's ``failed`` (and in
     ``failed_images.json``), so row ``k`` always belongs to ``paths[k]``.
     Finished chunks are kept in ``out_dir/chunks/``; a re-run with the same
-    encoder and paths skips them.
+    encoder and paths skips them. :mod:`saerad.encode_sharded` writes the
+    same chunks from several processes.
     """
     import time
 
     out_dir = Path(out_dir)
     chunk_dir = out_dir / "chunks"
     paths = [Path(p) for p in paths]
-    manifest = {
-        "encoder": encoder.fingerprint(),
-        "paths": hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest(),
-        "chunk_size": chunk_size,
-        "dim": encoder.dim,
-    }
-    manifest_path = chunk_dir / "manifest.json"
-    if chunk_dir.exists() and (not manifest_path.exists() or read_json(manifest_path) != manifest):
-        # Chunks from another encoder or image list must not be mixed in.
-        shutil.rmtree(chunk_dir)
-    chunk_dir.mkdir(parents=True, exist_ok=True)
-    write_json(manifest_path, manifest)
+    prepare_chunk_dir(chunk_dir, chunk_manifest(encoder, paths, chunk_size))
 
     started = time.perf_counter()
     n_chunks = math.ceil(len(paths) / chunk_size)
@@ -218,32 +276,14 @@ def encode_files(
             failed.extend((int(i), p) for i, p in read_json(failed_path))
             bar.update(hi - lo)
             continue
-        tokens = np.full((hi - lo, encoder.dim), np.nan, dtype=np.float32)
-        chunk_failed: list[tuple[int, str]] = []
-        loader = torch.utils.data.DataLoader(
-            _ImageFiles(paths[lo:hi], encoder), batch_size=batch_size, num_workers=num_workers,
-            collate_fn=_collate, shuffle=False,
-        )
-        for pixels, indices, bad in loader:
-            if pixels is not None:
-                tokens[indices] = encoder.encode_pixels(pixels)
-            chunk_failed.extend((lo + i, problem) for i, problem in bad)
-            bar.update(len(indices) + len(bad))
+        tokens, local_failed = encode_paths(encoder, paths[lo:hi], batch_size, num_workers, bar)
+        chunk_failed = [(lo + i, problem) for i, problem in local_failed]
         write_npy(chunk_path, tokens)
         write_json(failed_path, chunk_failed)
         failed.extend(chunk_failed)
     bar.close()
 
-    tokens_path = out_dir / "class_tokens.npy"
-    with atomic_path(tokens_path) as temporary:
-        merged = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(len(paths), encoder.dim))
-        for chunk in range(n_chunks):
-            lo = chunk * chunk_size
-            part = np.load(chunk_dir / f"tokens_{chunk:06d}.npy")
-            merged[lo: lo + len(part)] = part
-        merged.flush()
-        del merged
-    write_json(out_dir / "failed_images.json", [{"row": i, "path": str(paths[i]), "error": p} for i, p in failed])
+    tokens_path = merge_chunks(out_dir, paths, encoder.dim, chunk_size, failed)
     return EncodeResult(tokens_path, len(paths) - len(failed), failed, time.perf_counter() - started)
 
 

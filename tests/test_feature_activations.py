@@ -226,7 +226,8 @@ def test_encode_dataset_to_sparse_writes_aligned_artifacts(tmp_path):
     write_encode_stage(tmp_path / "art", tokens, encoded, scale=2.0)
     result = encode_dataset_to_sparse(sae, tmp_path / "art", tmp_path / "out", chunk_size=4, k=3)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "activations.npz", "activations_index.csv", "feature_stats.csv", "top_activations.csv"]
+        "activations.npz", "activations_index.csv", "activations_manifest.json", "feature_stats.csv",
+        "top_activations.csv"]
     activations, index = load_sparse_encoding(tmp_path / "out")
     assert activations.shape == (29, 32) and index["row"].tolist() == list(range(29))
     assert 4 not in index["token_row"].tolist() and index["dicom_id"].iloc[4] == "d005"
@@ -240,6 +241,36 @@ def test_encode_dataset_to_sparse_writes_aligned_artifacts(tmp_path):
     assert not top.duplicated(["feature", "study_id"]).any()
     assert (index.set_index("row").loc[top["row"], "dicom_id"].to_numpy() == top["dicom_id"].to_numpy()).all()
     assert result.activations.shape == activations.shape
+
+
+def test_encode_dataset_to_sparse_reuses_a_finished_pass_only_for_the_same_inputs(tmp_path, monkeypatch):
+    import saerad.features.activations as module
+
+    sae = tiny_sae()
+    tokens = np.random.default_rng(1).normal(size=(30, 8)).astype(np.float32)
+    write_encode_stage(tmp_path / "art", tokens, np.ones(30, dtype=bool), scale=2.0)
+    first = encode_dataset_to_sparse(sae, tmp_path / "art", tmp_path / "out", chunk_size=4, k=3)
+    calls = []
+    real = module.iter_activation_chunks
+    monkeypatch.setattr(module, "iter_activation_chunks", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+
+    again = encode_dataset_to_sparse(sae, tmp_path / "art", tmp_path / "out", chunk_size=4, k=3)
+    assert calls == []  # read back, not recomputed
+    assert (again.activations != first.activations).nnz == 0
+    pd.testing.assert_frame_equal(again.top, first.top, check_dtype=False)
+    pd.testing.assert_frame_equal(again.stats, first.stats, check_dtype=False)
+
+    # Anything the files depend on changes: computed anew.
+    encode_dataset_to_sparse(sae, tmp_path / "art", tmp_path / "out", chunk_size=4, k=2)
+    with torch.no_grad():
+        next(sae.parameters()).add_(0.01)
+    encode_dataset_to_sparse(sae, tmp_path / "art", tmp_path / "out", chunk_size=4, k=2)
+    encode_dataset_to_sparse(sae, tmp_path / "art", tmp_path / "out", chunk_size=5, k=2)
+    encode_dataset_to_sparse(sae, tmp_path / "art", tmp_path / "out", chunk_size=5, k=2, reuse=False)
+    assert len(calls) == 4
+    write_encode_stage(tmp_path / "art", tokens + 1.0, np.ones(30, dtype=bool), scale=2.0)
+    encode_dataset_to_sparse(sae, tmp_path / "art", tmp_path / "out", chunk_size=5, k=2)
+    assert len(calls) == 5
 
 
 def test_load_sparse_encoding_names_missing_file(tmp_path):

@@ -28,7 +28,9 @@ from the CSC form of the kept CSR, which is O(nnz), not from a sketch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -38,7 +40,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from saerad.io import atomic_path, write_table
+from saerad.io import atomic_path, read_json, write_json, write_table
 
 #: Quantiles of the non-zero activations reported per feature.
 QUANTILES = (0.5, 0.9, 0.99)
@@ -400,9 +402,83 @@ class SparseEncoding:
     paths: dict[str, Path]
 
 
+SPARSE_ENCODING_FILES = {"activations": "activations.npz", "index": "activations_index.csv",
+                         "stats": "feature_stats.csv", "top": "top_activations.csv"}
+#: Written last by :func:`write_sparse_encoding`: what the four files were computed from.
+MANIFEST_FILENAME = "activations_manifest.json"
+
+
+def sae_digest(sae) -> str:
+    """A content hash of every tensor of ``sae`` (names, shapes, values) and its config."""
+    digest = hashlib.sha256(json.dumps(asdict(sae.config), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(sae.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def tokens_digest(tokens: np.ndarray, block_rows: int = 65536) -> str:
+    """A content hash of a (possibly memory-mapped) token matrix, read in blocks."""
+    digest = hashlib.sha256(f"{tokens.shape}:{tokens.dtype}".encode())
+    for start in range(0, len(tokens), block_rows):
+        digest.update(np.ascontiguousarray(tokens[start:start + block_rows]).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def encoding_manifest(sae, tokens: np.ndarray, chunk_size: int, k: int) -> dict:
+    """Everything the activation files depend on; a finished pass with the same manifest is reused.
+
+    ``chunk_size`` is part of it because a chunk is one forward pass, and
+    float results may depend on the batch an input shares.
+    """
+    return {"sae": sae_digest(sae), "tokens": tokens_digest(tokens), "n_rows": int(len(tokens)),
+            "chunk_size": int(chunk_size), "k": int(k)}
+
+
+def write_sparse_encoding(out_dir: str | Path, activations: sp.csr_matrix, index: pd.DataFrame,
+                          stats: pd.DataFrame, top: pd.DataFrame, manifest: dict) -> SparseEncoding:
+    """Write the four activation files atomically, then the manifest that marks them complete."""
+    out_dir = Path(out_dir)
+    paths = {key: out_dir / name for key, name in SPARSE_ENCODING_FILES.items()}
+    # A manifest left from an earlier pass must not vouch for files being replaced.
+    (out_dir / MANIFEST_FILENAME).unlink(missing_ok=True)
+    with atomic_path(paths["activations"]) as temporary:
+        sp.save_npz(temporary, activations, compressed=True)
+    write_table(paths["index"], index)
+    write_table(paths["stats"], stats)
+    write_table(paths["top"], top)
+    write_json(out_dir / MANIFEST_FILENAME, manifest)
+    return SparseEncoding(activations, index, stats, top, paths)
+
+
+def read_finished_encoding(out_dir: str | Path, manifest: dict) -> SparseEncoding | None:
+    """The activation files in ``out_dir`` if a pass with exactly ``manifest`` finished there, else None."""
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / MANIFEST_FILENAME
+    paths = {key: out_dir / name for key, name in SPARSE_ENCODING_FILES.items()}
+    if not manifest_path.exists() or not all(path.exists() for path in paths.values()):
+        return None
+    if read_json(manifest_path) != manifest:
+        return None
+    activations, index = load_sparse_encoding(out_dir)
+    stats = pd.read_csv(paths["stats"])
+    top = pd.read_csv(paths["top"], dtype={"dicom_id": str})
+    return SparseEncoding(activations, index, stats, top, paths)
+
+
+def activation_index(artifacts_root: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """Scaled class tokens of every encoded image (memory-mapped) and the index the activation files use."""
+    from saerad.tokens import load_class_tokens
+
+    tokens, index = load_class_tokens(artifacts_root, split=None, mmap=True)
+    index = index.rename(columns={"row": "token_row"}).drop(columns=["encoded"], errors="ignore")
+    index.insert(0, "row", np.arange(len(index)))
+    return tokens, index
+
+
 def encode_dataset_to_sparse(
     sae, artifacts_root: str | Path, out_dir: str | Path, chunk_size: int = 4096, k: int = 10,
-    device: str = "cpu", progress: bool = False,
+    device: str = "cpu", progress: bool = False, reuse: bool = True,
 ) -> SparseEncoding:
     """Activations of every encoded image (all splits) and their summaries, written atomically.
 
@@ -413,13 +489,19 @@ def encode_dataset_to_sparse(
                                 dicom_id, subject_id, study_id, split
     ``feature_stats.csv``       :func:`feature_statistics`
     ``top_activations.csv``     :func:`top_activating_studies` with ``k`` studies per feature
-    """
-    from saerad.tokens import load_class_tokens
+    ``activations_manifest.json`` :func:`encoding_manifest`, written last
 
+    With ``reuse``, files whose manifest matches (same SAE weights, tokens,
+    ``chunk_size`` and ``k``) are read back instead of recomputed: a finished
+    earlier pass, or the merged output of the data-parallel pass
+    (``torchrun -m saerad.encode_sharded --stage activations``), which is
+    bit-identical to this one.
+    """
     out_dir = Path(out_dir)
-    tokens, index = load_class_tokens(artifacts_root, split=None, mmap=True)
-    index = index.rename(columns={"row": "token_row"}).drop(columns=["encoded"], errors="ignore")
-    index.insert(0, "row", np.arange(len(index)))
+    tokens, index = activation_index(artifacts_root)
+    manifest = encoding_manifest(sae, tokens, chunk_size, k)
+    if reuse and (finished := read_finished_encoding(out_dir, manifest)) is not None:
+        return finished
     d_sae = sae.config.d_sae
     top = StreamingTopK(d_sae, k)
     study_ids = index["study_id"].to_numpy()
@@ -433,16 +515,7 @@ def encode_dataset_to_sparse(
     top_table = top.result().rename(columns={"group": "study_id"})
     top_table["dicom_id"] = index["dicom_id"].to_numpy()[top_table["row"].to_numpy()]
     top_table = top_table[["feature", "rank", "study_id", "dicom_id", "row", "activation"]]
-    stats = feature_statistics(activations)
-
-    paths = {"activations": out_dir / "activations.npz", "index": out_dir / "activations_index.csv",
-             "stats": out_dir / "feature_stats.csv", "top": out_dir / "top_activations.csv"}
-    with atomic_path(paths["activations"]) as temporary:
-        sp.save_npz(temporary, activations, compressed=True)
-    write_table(paths["index"], index)
-    write_table(paths["stats"], stats)
-    write_table(paths["top"], top_table)
-    return SparseEncoding(activations, index, stats, top_table, paths)
+    return write_sparse_encoding(out_dir, activations, index, feature_statistics(activations), top_table, manifest)
 
 
 def load_sparse_encoding(out_dir: str | Path) -> tuple[sp.csr_matrix, pd.DataFrame]:

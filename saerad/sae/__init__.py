@@ -5,6 +5,7 @@ Modules, one idea each:
 ``config``          :class:`SAEConfig`, the presets and the four switches of Section 4.1
 ``losses``          each loss term as a plain function of tensors
 ``models``          the gated, standard (ReLU) and TopK modules
+``sparse``          the live-columns-only (gathered) products used when few features fire
 ``schedule``        learning-rate and λ schedules
 ``train``           resumable training loop
 ``metrics``         L0, explained variance, MSE, dead features over a data set

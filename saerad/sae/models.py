@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from saerad.sae.config import SAEConfig
 from saerad.sae.losses import auxiliary_reconstruction, sparsity_penalty, squared_error, zero_like_loss
+from saerad.sae.sparse import GATHER_BELOW, live_columns, product_columns, scatter_columns
 
 
 def random_unit_directions(count: int, dim: int, seed: int) -> Tensor:
@@ -52,6 +53,8 @@ class SparseAutoencoder(nn.Module):
         self.W_enc = nn.Parameter(directions.T.contiguous())
         self.W_dec = nn.Parameter(directions.clone())
         self.b_dec = nn.Parameter(torch.zeros(config.d_in))
+        # Not part of the config or the state dict: it changes speed, not results (beyond float rounding).
+        self.gather_below = GATHER_BELOW
 
     # -- shared pieces -----------------------------------------------------------
 
@@ -62,12 +65,17 @@ class SparseAutoencoder(nn.Module):
     def decode(self, h: Tensor) -> Tensor:
         """``x̂ = W_dec h + b_dec`` (Eq. 2), batched as ``h @ W_dec + b_dec``.
 
-        A sparse decoder (gathering only the rows of ``W_dec`` whose features
-        fire, as h is mostly zeros) would replace this one line; the dense
-        product is faster at the demo's sizes and is kept until a benchmark
-        says otherwise.
+        When few features fire in the batch (live fraction below
+        ``gather_below``), only the live rows of ``W_dec`` are multiplied; see
+        :mod:`saerad.sae.sparse`. Not when ``h`` itself needs a gradient: the
+        gradient of ``x̂`` with respect to a zero entry of ``h`` is not zero
+        (the training passes restrict their columns where it is known to be).
         """
-        return h @ self.W_dec + self.b_dec
+        gather = h.dim() == 2 and not (h.requires_grad and torch.is_grad_enabled())
+        columns = live_columns(h.detach() != 0, self.gather_below) if gather else None
+        if columns is None:
+            return h @ self.W_dec + self.b_dec
+        return h.index_select(1, columns) @ self.W_dec.index_select(0, columns) + self.b_dec
 
     def decoder_norms(self) -> Tensor:
         """``||W_dec[:, i]||`` for every feature, shape ``[d_sae]`` (differentiable)."""
@@ -136,9 +144,6 @@ class SparseAutoencoder(nn.Module):
         """
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def _sparsity_weights(self) -> Tensor | None:
-        return self.decoder_norms() if self.config.decoder_norm_in_sparsity else None
-
 
 def open_gates(gate: Tensor) -> Tensor:
     """The Heaviside step ``1[gate > 0]`` as a float tensor, with no gradient.
@@ -180,13 +185,29 @@ class GatedSAE(SparseAutoencoder):
         return open_gates(gate) * torch.relu(magnitude)
 
     def forward_with_losses(self, x, l1_coefficient):
-        gate, magnitude = self.pre_activations(x)
-        h = open_gates(gate) * torch.relu(magnitude)
-        x_hat = self.decode(h)
+        x_in = self.encoder_input(x)
+        shared = x_in @ self.W_enc
+        # Only features whose gate opens for some sample carry loss or gradient (Heaviside and ReLU are
+        # closed elsewhere), so past this one dense product the rest can run on those columns alone.
+        columns = live_columns(shared.detach() + self.b_gate.detach() > 0, self.gather_below)
+        if columns is None:
+            return self._losses(x, shared, self.b_gate, self.r_mag, self.b_mag, self.W_dec, l1_coefficient)
+        live = [parameter.index_select(0, columns) for parameter in (self.b_gate, self.r_mag, self.b_mag, self.W_dec)]
+        shared_live = product_columns(x_in, self.W_enc, shared.detach(), columns)
+        terms, x_hat, h_live = self._losses(x, shared_live, *live, l1_coefficient)
+        return terms, x_hat, scatter_columns(h_live, columns, self.config.d_sae)
+
+    def _losses(self, x: Tensor, shared: Tensor, b_gate: Tensor, r_mag: Tensor, b_mag: Tensor, W_dec: Tensor,
+                l1_coefficient: float | Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """Eqs. 5/9 given ``x' W_gate^T`` and the per-feature parameters (all features, or the live ones)."""
+        gate = shared + b_gate
+        h = open_gates(gate) * torch.relu(shared * torch.exp(r_mag) + b_mag)
+        x_hat = h @ W_dec + self.b_dec
         rectified_gate = torch.relu(gate)  # RA(x)
         reconstruction = squared_error(x, x_hat)
-        sparsity = sparsity_penalty(rectified_gate, l1_coefficient, self._sparsity_weights())
-        auxiliary = auxiliary_reconstruction(x, rectified_gate, self.W_dec, self.b_dec, self.config.aux_stop_gradient)
+        weights = W_dec.norm(dim=1) if self.config.decoder_norm_in_sparsity else None
+        sparsity = sparsity_penalty(rectified_gate, l1_coefficient, weights)
+        auxiliary = auxiliary_reconstruction(x, rectified_gate, W_dec, self.b_dec, self.config.aux_stop_gradient)
         terms = dict(reconstruction=reconstruction, sparsity=sparsity, auxiliary=auxiliary,
                      total=reconstruction + sparsity + auxiliary)
         return terms, x_hat, h
@@ -206,10 +227,25 @@ class StandardSAE(SparseAutoencoder):
         return torch.relu(self.encoder_input(x) @ self.W_enc + self.b_enc)
 
     def forward_with_losses(self, x, l1_coefficient):
-        h = self.encode(x)
-        x_hat = self.decode(h)
+        x_in = self.encoder_input(x)
+        product = x_in @ self.W_enc
+        # As in GatedSAE: only features active for some sample carry loss or gradient.
+        columns = live_columns(product.detach() + self.b_enc.detach() > 0, self.gather_below)
+        if columns is None:
+            return self._losses(x, product, self.b_enc, self.W_dec, l1_coefficient)
+        b_enc, W_dec = self.b_enc.index_select(0, columns), self.W_dec.index_select(0, columns)
+        product_live = product_columns(x_in, self.W_enc, product.detach(), columns)
+        terms, x_hat, h_live = self._losses(x, product_live, b_enc, W_dec, l1_coefficient)
+        return terms, x_hat, scatter_columns(h_live, columns, self.config.d_sae)
+
+    def _losses(self, x: Tensor, product: Tensor, b_enc: Tensor, W_dec: Tensor,
+                l1_coefficient: float | Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """Eqs. 3/7 given ``x' W_enc^T`` and the per-feature parameters (all features, or the live ones)."""
+        h = torch.relu(product + b_enc)
+        x_hat = h @ W_dec + self.b_dec
         reconstruction = squared_error(x, x_hat)
-        sparsity = sparsity_penalty(h, l1_coefficient, self._sparsity_weights())
+        weights = W_dec.norm(dim=1) if self.config.decoder_norm_in_sparsity else None
+        sparsity = sparsity_penalty(h, l1_coefficient, weights)
         auxiliary = zero_like_loss(reconstruction)
         terms = dict(reconstruction=reconstruction, sparsity=sparsity, auxiliary=auxiliary,
                      total=reconstruction + sparsity)

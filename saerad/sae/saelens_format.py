@@ -22,6 +22,10 @@ is ``ReLU(x' W_enc + b_enc)``: Eq. 6 (``conerly``) or Eq. 1 (``vanilla``).
 and new SAELens versions read; our own full config sits under ``saerad``
 (SAELens ignores unknown keys), so :func:`load_sae` rebuilds the exact model,
 including the training switches that the forward pass does not show.
+``tests/test_sae_saelens_parity.py`` checks both directions against the real
+package (pinned in ``requirements-saelens.txt``): SAELens's
+``SAE.load_from_disk`` on our files, and our loader on files SAELens saved
+(its 6.x layout, inference and training classes).
 """
 
 from __future__ import annotations
