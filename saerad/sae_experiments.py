@@ -93,9 +93,16 @@ def train_and_evaluate(run: Run, train_tokens: np.ndarray, test_tokens: np.ndarr
     return row, result
 
 
-def table3_runs(expansion_factor: int, l1_sae_rad: float, l1_conerly: float) -> list[Run]:
-    """SAE-Rad against Conerly et al. at the same size (Table 3)."""
-    return [Run("conerly", "conerly", expansion_factor, l1_conerly), Run("sae_rad", "sae_rad", expansion_factor, l1_sae_rad)]
+def table3_runs(expansion_factor: int, l1_sae_rad: float, l1_conerly: float,
+                sae_rad_name: str = "sae_rad") -> list[Run]:
+    """SAE-Rad against Conerly et al. at the same size (Table 3).
+
+    ``sae_rad_name``: the folder of the SAE-Rad run. Give the main SAE's name
+    when Table 3 trains with the main run's settings, so that its finished
+    checkpoint is reused instead of trained again.
+    """
+    return [Run("conerly", "conerly", expansion_factor, l1_conerly),
+            Run(sae_rad_name, "sae_rad", expansion_factor, l1_sae_rad)]
 
 
 def table5_runs(expansion_factors: list[int], l1_sae_rad: float) -> list[Run]:
@@ -122,7 +129,8 @@ def ablation_runs(expansion_factor: int, l1_coefficient: float) -> list[Run]:
     for switch in SWITCHES:
         runs.append(Run(f"gated+{switch}={PRESETS['sae_rad'][switch]}", "gated", expansion_factor, l1_coefficient,
                         {switch: PRESETS["sae_rad"][switch]}))
-    # Same name and settings as Table 3's SAE-Rad: its finished checkpoint is reused, not retrained.
+    # Named "sae_rad": Table 3 trains its SAE-Rad under this name too when it runs at the ablation's steps,
+    # and then the finished checkpoint is reused, not retrained.
     runs.append(Run("sae_rad", "sae_rad", expansion_factor, l1_coefficient))
     return runs
 

@@ -122,7 +122,7 @@ def test_outputs_and_rerun_of_a_finished_run(tmp_path):
         assert (tmp_path / name).exists(), name
     assert list(first.history.columns) == ["step", "lr", "l1_coefficient", "reconstruction", "sparsity",
                                            "auxiliary", "total", "l0", "mse", "mse_per_element",
-                                           "explained_variance"]
+                                           "explained_variance", "silent_for_an_epoch"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "history.csv"), first.history, check_dtype=False)
     loaded = load_sae(tmp_path)
     again = train_sae(tokens, SMALL, SHORT, tmp_path, progress=False)  # finished checkpoint: no new steps
@@ -194,3 +194,23 @@ def test_learns_synthetic_sparse_dictionary(tmp_path, name, l1):
     directions = result.sae.concept_directions().numpy()
     best_match = np.abs(dictionary @ directions.T).max(axis=1)
     assert np.median(best_match) > 0.95
+
+
+def test_silent_for_an_epoch_counts_features_dead_over_the_data_when_weights_stay_put(tmp_path):
+    # lr 0: the weights never move, and 256 tokens / batch 32 = 8 batches hold every token once per epoch,
+    # so "fired on none of the last epoch's batches" must equal evaluate_sae's dead count exactly.
+    tokens = _tokens()
+    sae = train_module.build_sae(SMALL)
+    config = TrainConfig(steps=20, batch_size=32, lr=0.0, l1_coefficient=1e-2, log_every=1)
+    with torch.no_grad():  # close half the gates for good so that some features are dead
+        sae.b_gate[: SMALL.d_sae // 2] = -1e3
+    original_build = train_module.build_sae
+    try:
+        train_module.build_sae = lambda config: sae
+        history = train_sae(tokens, SMALL, config, tmp_path, progress=False).history
+    finally:
+        train_module.build_sae = original_build
+    dead = evaluate_sae(sae, tokens)["dead_features"]
+    assert dead >= SMALL.d_sae // 2
+    assert history["silent_for_an_epoch"].iloc[:7].isna().all()  # less than one epoch seen
+    assert (history["silent_for_an_epoch"].iloc[7:] == dead).all()

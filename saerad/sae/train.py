@@ -10,7 +10,7 @@ Files written into ``out_dir``::
     checkpoint.pt            model + optimiser state, step, history, configs (atomic)
     cfg.json                 SAELens config of the final model (saelens_format)
     sae_weights.safetensors  final weights
-    history.csv              one row per logged step
+    history.csv              one row per logged step (batch metrics, features silent for the last epoch)
 """
 
 from __future__ import annotations
@@ -254,6 +254,8 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
     sae = build_sae(sae_config).to(device)
     optimizer = make_optimizer(sae, train_config.lr)
     start, history, seconds = 0, [], 0.0
+    # Step at which each feature last fired on a training batch (-1: not yet), for the dead-feature curve.
+    last_fired = torch.full((sae_config.d_sae,), -1, dtype=torch.long, device=device)
     if checkpoint_path.exists() and overwrite:
         checkpoint_path.unlink()
     if checkpoint_path.exists():
@@ -262,6 +264,8 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
         sae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history, seconds = state["step"], state["history"], state["seconds"]
+        if "last_fired" in state:  # absent from checkpoints written before the curve existed
+            last_fired = state["last_fired"].to(device)
 
     data = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.float32)).to(device)
     order = BatchOrder(len(data), train_config.batch_size, train_config.seed)
@@ -282,8 +286,10 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
                 terms, x_hat, h = optimisation_step(sae, optimizer, x, l1)
             except NonFiniteLoss as error:
                 raise TrainingDiverged(step, error.term, str(error.value), checkpoint_path) from None
+            last_fired[(h != 0).any(dim=0)] = step
             if step % train_config.log_every == 0 or step == steps - 1:
                 row = _history_row(step, lr, l1, terms, x, x_hat, h)
+                row["silent_for_an_epoch"] = _silent_features(last_fired, step, order.batches_per_epoch)
                 history.append(row)
                 bar.set_postfix(loss=f"{row['total']:.4g}", l0=f"{row['l0']:.1f}", ev=f"{row['explained_variance']:.3f}")
             bar.update(1)
@@ -292,7 +298,7 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
                 _check_parameters_finite(sae, step, checkpoint_path)
                 elapsed = seconds + time.perf_counter() - session_start
                 _write_checkpoint(checkpoint_path, dict(
-                    identity=identity, step=completed, seconds=elapsed, history=history,
+                    identity=identity, step=completed, seconds=elapsed, history=history, last_fired=last_fired,
                     model=sae.state_dict(), optimizer=optimizer.state_dict()))
     finally:
         bar.close()
@@ -306,7 +312,20 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
 
 
 _HISTORY_COLUMNS = ("step", "lr", "l1_coefficient", *LOSS_TERMS, "l0", "mse", "mse_per_element",
-                    "explained_variance")
+                    "explained_variance", "silent_for_an_epoch")
+
+
+def _silent_features(last_fired: torch.Tensor, step: int, batches_per_epoch: int) -> float:
+    """Features that fired on none of the last epoch's batches (NaN before one epoch has passed).
+
+    An epoch's batches hold every training token once (but the few dropped
+    rows), so this tracks "dead over the training data" during training at
+    no extra cost; the weights change within the epoch, so it is a close
+    proxy, not :func:`saerad.sae.evaluate_sae`'s exact count.
+    """
+    if step + 1 < batches_per_epoch:
+        return float("nan")
+    return float((last_fired <= step - batches_per_epoch).sum())
 
 
 @torch.no_grad()
