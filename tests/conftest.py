@@ -156,3 +156,19 @@ def save_tiny_dinov2(directory: Path, image_size: int = 32, hidden_size: int = 3
 @pytest.fixture
 def tiny_encoder_dir(tmp_path):
     return save_tiny_dinov2(tmp_path / "tiny-dinov2")
+
+
+def trained_like_sae(name: str, d_in: int, expansion: int, seed: int, noise_seed: int, noise: float,
+                     overrides: dict | None = None):
+    """An SAE of preset ``name`` whose every parameter is moved off its initial value, as after training."""
+    import torch
+
+    from saerad.sae import make_config
+    from saerad.sae.models import build_sae
+
+    sae = build_sae(make_config(name, d_in, expansion, seed=seed, **(overrides or {})))
+    generator = torch.Generator().manual_seed(noise_seed)
+    with torch.no_grad():
+        for parameter in sae.parameters():
+            parameter.add_(noise * torch.randn(parameter.shape, generator=generator))
+    return sae

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import trained_like_sae
 from saerad.sae import load_sae, make_config, save_sae
 from saerad.sae.models import build_sae
 
@@ -21,13 +22,7 @@ CASES = [("sae_rad", {}), ("gated", {}), ("conerly", {}), ("vanilla", {}), ("top
 
 
 def _trained_like(name: str, overrides: dict):
-    """An SAE whose parameters are all non-trivial, as after training."""
-    sae = build_sae(make_config(name, D_IN, EXPANSION, seed=7, **overrides))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in sae.parameters():
-            parameter.add_(0.2 * torch.randn(parameter.shape, generator=generator))
-    return sae
+    return trained_like_sae(name, D_IN, EXPANSION, seed=7, noise_seed=0, noise=0.2, overrides=overrides)
 
 
 @pytest.mark.parametrize("name, overrides", CASES, ids=[f"{n}{o}" for n, o in CASES])

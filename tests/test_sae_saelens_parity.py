@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from saerad.sae import load_sae, make_config, save_sae
-from saerad.sae.models import build_sae
+from conftest import trained_like_sae
+from saerad.sae import load_sae, save_sae
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAELENS_PYTHON = REPO_ROOT / ".venv-saelens" / "bin" / "python"
@@ -82,13 +82,7 @@ SAELENS_SCRIPT = textwrap.dedent('''
 
 
 def _trained_like(name: str, overrides: dict):
-    """Our SAE with every parameter moved off its initial value, as after training."""
-    sae = build_sae(make_config(name, D_IN, EXPANSION, seed=3, **overrides))
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for parameter in sae.parameters():
-            parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
-    return sae
+    return trained_like_sae(name, D_IN, EXPANSION, seed=3, noise_seed=5, noise=0.3, overrides=overrides)
 
 
 @pytest.fixture(scope="module")
