@@ -16,11 +16,9 @@ statistics and top-k are O(nnz) and run once on rank 0.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
-import numpy as np
 import scipy.sparse as sp
 
 from saerad import distributed
@@ -33,6 +31,7 @@ from saerad.features.activations import (
     iter_activation_chunks,
     sae_digest,
     stack_chunks,
+    tokens_digest,
     top_activating_studies,
     write_sparse_encoding,
 )
@@ -89,11 +88,9 @@ def run_sharded_activations(
     def manifest(rank: int) -> dict:
         start, stop = blocks[rank]
         # The exact inputs of this block, so new tokens or a new scale invalidate the shard.
-        block_digest = hashlib.sha256(np.ascontiguousarray(tokens[start:stop]).tobytes()).hexdigest()[:16]
-        return {**base, "rank": rank, "start": start, "stop": stop, "tokens": block_digest}
+        return {**base, "rank": rank, "start": start, "stop": stop, "tokens": tokens_digest(tokens[start:stop])}
 
-    joined = distributed.init_process_group(info, device, timeout_s) if encode else False
-    try:
+    with distributed.process_group(info, device, timeout_s, join=encode) as joined:
         summary: dict = {"rank": info.rank, "world_size": info.world_size, "status": "skipped"}
         files = ShardFiles(shard_dir, info.rank, info.world_size, suffix=".npz")
         own = manifest(info.rank)
@@ -111,17 +108,12 @@ def run_sharded_activations(
             summary["status"] = "encoded"
         summary["rows"] = blocks[info.rank][1] - blocks[info.rank][0]
         distributed.barrier()
-        if merge is None:
-            merge = info.is_main and (joined or info.world_size == 1)
-        if merge:
+        if distributed.merges_here(merge, info, joined):
             merged = merge_activation_shards(shard_dir, out_dir, index, blocks, manifest, sae.config.d_sae, k,
                                              chunk_size, encoding_manifest(sae, tokens, chunk_size, k))
             summary["merged"] = {"rows": merged.activations.shape[0], "nnz": int(merged.activations.nnz)}
         summary["seconds"] = time.perf_counter() - started
         return summary
-    finally:
-        if joined:
-            distributed.shutdown()
 
 
 def merge_activation_shards(shard_dir, out_dir, index, blocks, manifest, d_sae: int, k: int,
@@ -147,4 +139,4 @@ def merge_activation_shards(shard_dir, out_dir, index, blocks, manifest, d_sae: 
     return write_sparse_encoding(out_dir, activations, index, stats, top, encoding)
 
 
-__all__ = ["activation_index", "run_sharded_activations", "merge_activation_shards"]
+__all__ = ["run_sharded_activations", "merge_activation_shards"]

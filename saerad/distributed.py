@@ -21,11 +21,12 @@ disk; several nodes: a shared one), because rank 0 reads them all.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -130,6 +131,29 @@ def shutdown() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(info: RankInfo, device: str, timeout_s: float, join: bool = True) -> Iterator[bool]:
+    """Join the group for the block (see :func:`init_process_group`) and leave it after; yields whether joined."""
+    joined = init_process_group(info, device, timeout_s) if join else False
+    try:
+        yield joined
+    finally:
+        if joined:
+            shutdown()
+
+
+def merges_here(merge: bool | None, info: RankInfo, joined: bool) -> bool:
+    """Whether this rank merges the shards.
+
+    ``merge=None`` chooses: rank 0 merges when a barrier made every shard
+    wait for the others (``torchrun``) or when there is only one rank; ranks
+    given by hand (a Slurm array) leave the merge to a separate call.
+    """
+    if merge is not None:
+        return merge
+    return info.is_main and (joined or info.world_size == 1)
 
 
 # -- who gets which rows -------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from saerad.encoder import (
     ClassTokenEncoder,
     EncodeResult,
     chunk_manifest,
+    dataset_image_paths,
     encode_paths,
     merge_chunks,
     prepare_chunk_dir,
@@ -64,18 +65,16 @@ SHARD_DIR_NAME = "shards"
 
 
 def read_image_paths(artifacts_root: str | Path) -> tuple[pd.DataFrame, list[Path]]:
-    """The data stage's ``images.csv`` and the image paths, built as the encode chapter builds them."""
+    """The data stage's ``images.csv`` and the image paths, as the encode chapter builds them."""
     data_dir = Path(artifacts_root) / "data"
-    images_path, dataset_path = data_dir / "images.csv", data_dir / "dataset.json"
-    for path in (images_path, dataset_path):
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run the data stage first")
+    images_path = data_dir / "images.csv"
+    if not images_path.exists():
+        raise FileNotFoundError(f"{images_path} is missing: run the data stage first")
     images = pd.read_csv(images_path, dtype={"dicom_id": str})
     missing = {"study_id", "image_path", "dicom_id", "subject_id", "split"} - set(images.columns)
     if missing:
         raise ValueError(f"{images_path}: missing column(s) {sorted(missing)}")
-    dataset_root = Path(read_json(dataset_path)["root"])
-    return images, [dataset_root / path for path in images["image_path"]]
+    return images, dataset_image_paths(data_dir, images["image_path"])
 
 
 def _rows_digest(rows: np.ndarray) -> str:
@@ -274,8 +273,7 @@ def run_sharded_encode(
     images, paths = read_image_paths(artifacts_root)
     plan = distributed.assign_groups(images["study_id"].to_numpy(), info.world_size)
     device = distributed.rank_device(device, info)
-    joined = distributed.init_process_group(info, device, timeout_s) if encode else False
-    try:
+    with distributed.process_group(info, device, timeout_s, join=encode) as joined:
         encoder = ClassTokenEncoder(encoder_model, device=device, dtype=dtype, local_files_only=local_files_only)
         base = chunk_manifest(encoder, paths, chunk_size)
         summary: dict = {"rank": info.rank, "world_size": info.world_size}
@@ -283,16 +281,11 @@ def run_sharded_encode(
             summary.update(encode_shard(encoder, paths, plan[info.rank], shard_dir, info, batch_size, chunk_size,
                                         num_workers, progress, base))
         distributed.barrier()
-        if merge is None:
-            merge = info.is_main and (joined or info.world_size == 1)
-        if merge:
+        if distributed.merges_here(merge, info, joined):
             result = merge_encode_shards(paths, plan, shard_dir, stage_dir, base, batch_size)
             save_index_and_scale(stage_dir, images, np.load(result.tokens_path, mmap_mode="r"), encoder_model)
             summary["merged"] = {"rows": len(paths), "failed": len(result.failed), "seconds": result.seconds}
         return summary
-    finally:
-        if joined:
-            distributed.shutdown()
 
 
 # -- command line --------------------------------------------------------------------------------------------------

@@ -239,6 +239,20 @@ def merge_chunks(
     return tokens_path
 
 
+def dataset_image_paths(data_dir: str | Path, image_paths: Sequence[str]) -> list[Path]:
+    """Absolute paths of the data stage's ``images.csv`` ``image_path`` column (root from ``dataset.json``).
+
+    The encode chapter and :mod:`saerad.encode_sharded` both build their
+    image list here: the list is hashed into the chunk manifest, so the two
+    must agree to the character for one to reuse the other's chunks.
+    """
+    dataset_path = Path(data_dir) / "dataset.json"
+    if not dataset_path.exists():
+        raise FileNotFoundError(f"{dataset_path} is missing: run the data stage first")
+    dataset_root = Path(read_json(dataset_path)["root"])
+    return [dataset_root / path for path in image_paths]
+
+
 def encode_files(
     encoder: ClassTokenEncoder,
     paths: Sequence[str | Path],

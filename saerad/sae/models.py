@@ -77,6 +77,26 @@ class SparseAutoencoder(nn.Module):
             return h @ self.W_dec + self.b_dec
         return h.index_select(1, columns) @ self.W_dec.index_select(0, columns) + self.b_dec
 
+    def _losses_on_live_columns(self, x: Tensor, opening_bias: Tensor, per_feature: tuple[Tensor, ...],
+                                losses, l1_coefficient: float | Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """``losses(x, x' W_enc, *per_feature, λ)`` on the features that open for some sample of the batch.
+
+        A feature can be non-zero only where ``x' W_enc + opening_bias > 0``.
+        Past that one dense product, ``losses`` runs on the live columns alone
+        (the per-feature parameters restricted to them, see
+        :mod:`saerad.sae.sparse`), and ``h`` is scattered back to full width;
+        when too many features are live the dense path runs instead.
+        """
+        x_in = self.encoder_input(x)
+        product = x_in @ self.W_enc
+        columns = live_columns(product.detach() + opening_bias.detach() > 0, self.gather_below)
+        if columns is None:
+            return losses(x, product, *per_feature, l1_coefficient)
+        live = [parameter.index_select(0, columns) for parameter in per_feature]
+        product_live = product_columns(x_in, self.W_enc, product.detach(), columns)
+        terms, x_hat, h_live = losses(x, product_live, *live, l1_coefficient)
+        return terms, x_hat, scatter_columns(h_live, columns, self.config.d_sae)
+
     def decoder_norms(self) -> Tensor:
         """``||W_dec[:, i]||`` for every feature, shape ``[d_sae]`` (differentiable)."""
         return self.W_dec.norm(dim=1)
@@ -185,17 +205,9 @@ class GatedSAE(SparseAutoencoder):
         return open_gates(gate) * torch.relu(magnitude)
 
     def forward_with_losses(self, x, l1_coefficient):
-        x_in = self.encoder_input(x)
-        shared = x_in @ self.W_enc
-        # Only features whose gate opens for some sample carry loss or gradient (Heaviside and ReLU are
-        # closed elsewhere), so past this one dense product the rest can run on those columns alone.
-        columns = live_columns(shared.detach() + self.b_gate.detach() > 0, self.gather_below)
-        if columns is None:
-            return self._losses(x, shared, self.b_gate, self.r_mag, self.b_mag, self.W_dec, l1_coefficient)
-        live = [parameter.index_select(0, columns) for parameter in (self.b_gate, self.r_mag, self.b_mag, self.W_dec)]
-        shared_live = product_columns(x_in, self.W_enc, shared.detach(), columns)
-        terms, x_hat, h_live = self._losses(x, shared_live, *live, l1_coefficient)
-        return terms, x_hat, scatter_columns(h_live, columns, self.config.d_sae)
+        # A feature whose gate is closed for every sample carries no loss and no gradient (Heaviside and ReLU).
+        return self._losses_on_live_columns(x, self.b_gate, (self.b_gate, self.r_mag, self.b_mag, self.W_dec),
+                                            self._losses, l1_coefficient)
 
     def _losses(self, x: Tensor, shared: Tensor, b_gate: Tensor, r_mag: Tensor, b_mag: Tensor, W_dec: Tensor,
                 l1_coefficient: float | Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
@@ -227,16 +239,8 @@ class StandardSAE(SparseAutoencoder):
         return torch.relu(self.encoder_input(x) @ self.W_enc + self.b_enc)
 
     def forward_with_losses(self, x, l1_coefficient):
-        x_in = self.encoder_input(x)
-        product = x_in @ self.W_enc
-        # As in GatedSAE: only features active for some sample carry loss or gradient.
-        columns = live_columns(product.detach() + self.b_enc.detach() > 0, self.gather_below)
-        if columns is None:
-            return self._losses(x, product, self.b_enc, self.W_dec, l1_coefficient)
-        b_enc, W_dec = self.b_enc.index_select(0, columns), self.W_dec.index_select(0, columns)
-        product_live = product_columns(x_in, self.W_enc, product.detach(), columns)
-        terms, x_hat, h_live = self._losses(x, product_live, b_enc, W_dec, l1_coefficient)
-        return terms, x_hat, scatter_columns(h_live, columns, self.config.d_sae)
+        # A feature inactive for every sample carries no loss and no gradient (ReLU).
+        return self._losses_on_live_columns(x, self.b_enc, (self.b_enc, self.W_dec), self._losses, l1_coefficient)
 
     def _losses(self, x: Tensor, product: Tensor, b_enc: Tensor, W_dec: Tensor,
                 l1_coefficient: float | Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
