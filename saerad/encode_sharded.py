@@ -46,7 +46,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from saerad import distributed
 from saerad.distributed import RankInfo, ShardError, ShardFiles

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +29,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from saerad.io import atomic_path, read_json, write_json, write_npy
+
+# transformers (through huggingface_hub) imports tqdm.auto, which in a notebook kernel without ipywidgets warns
+# once that it falls back to text bars; the executed chapters would carry that warning into the book.
+warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
 
 
 class EncoderError(RuntimeError):

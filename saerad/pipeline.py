@@ -56,6 +56,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("sae", "02_sae.ipynb", "The sparse autoencoder"),
     Stage("features", "03_features.ipynb", "Reading the features"),
     Stage("reports", "04_reports.ipynb", "Writing reports from features"),
+    Stage("metrics", "05_metrics.ipynb", "Scoring the reports: Tables 1 and 2"),
 )
 
 

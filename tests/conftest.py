@@ -172,3 +172,113 @@ def trained_like_sae(name: str, d_in: int, expansion: int, seed: int, noise_seed
         for parameter in sae.parameters():
             parameter.add_(noise * torch.randn(parameter.shape, generator=generator))
     return sae
+
+
+# ---------------------------------------------------------------------------
+# Tiny judges for the evaluation: CheXbert and RadGraph in their real on-disk layouts
+
+CHEXBERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "pleural", "effusion", "heart", "size", "is",
+         "normal", "small", "left", "pneumo", "##thorax", "."]
+
+
+def _tiny_chexbert_config():
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=len(CHEXBERT_VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=64, type_vocab_size=2)
+
+
+def save_tiny_chexbert(tmp_path: Path):
+    """A random tiny CheXbert saved like chexbert.pth (DataParallel 'module.' prefix) + its tokenizer folder.
+
+    Returns ``(checkpoint, tokenizer_dir, model)``.
+    """
+    import json
+
+    import torch
+
+    from saerad.metrics.chexbert import CHEXBERT_CONDITIONS, CheXbertModel
+
+    torch.manual_seed(0)
+    config = _tiny_chexbert_config()
+    model = CheXbertModel(config)
+    with torch.no_grad():
+        # Known biases: "Pleural Effusion" -> uncertain (class 3), "No Finding" -> blank (class 0),
+        # "Pneumothorax" -> negative (class 2); weights zero so the text cannot change them.
+        for cond, cls in (("Pleural Effusion", 3), ("No Finding", 0), ("Pneumothorax", 2)):
+            head = model.linear_heads[CHEXBERT_CONDITIONS.index(cond)]
+            head.weight.zero_()
+            head.bias.zero_()
+            head.bias[cls] = 5.0
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    ckpt = tmp_path / "chexbert.pth"
+    torch.save({"model_state_dict": state, "epoch": 8}, ckpt)
+    tok_dir = tmp_path / "tokenizer"
+    tok_dir.mkdir()
+    (tok_dir / "vocab.txt").write_text("\n".join(CHEXBERT_VOCAB) + "\n")
+    (tok_dir / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    (tok_dir / "config.json").write_text(config.to_json_string())
+    return ckpt, tok_dir, model
+
+
+BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "pleural", "effusion", "heart", "size", "is",
+              "normal", "small", "left", "right", "pneumothorax", "mild", "edema", ".", ",",
+              "a", "b", "1", "2"]  # the allennlp tokenizer probes "a"/"b" and "1"/"2"
+NER_LABELS = ["", "ANAT-DP", "OBS-DP", "OBS-U", "OBS-DA"]  # "" (index 0) is DyGIE's null label
+REL_LABELS = ["", "modify", "located_at", "suggestive_of"]
+
+
+def build_tiny_radgraph(root: Path, tag_label: str | None = "OBS-DP"):
+    """Write a tiny RadGraph model folder (config.json, vocabulary/, weights.th) + a tiny encoder folder.
+
+    The config names a hub encoder ("hub-org/tiny-bert") like the real model does, so loading needs
+    ``encoder_dir``.  With ``tag_label`` every candidate span is tagged with that label (the NER head's
+    weights are zeroed and its bias favours the label); with None the NER head never tags anything.
+    """
+    import json
+
+    import torch
+    from radgraph.allennlp.data import Vocabulary
+    from transformers import BertConfig
+
+    from radgraph.allennlp.modules import text_field_embedders, token_embedders
+    from radgraph.dygie.models import dygie
+
+    bert = root / "encoder"
+    bert.mkdir(parents=True)
+    BertConfig(vocab_size=len(BERT_VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=32, max_position_embeddings=64).save_pretrained(bert)
+    (bert / "vocab.txt").write_text("\n".join(BERT_VOCAB) + "\n")
+    (bert / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 64}))
+    encoder = {"type": "pretrained_transformer_mismatched", "model_name": "hub-org/tiny-bert", "max_length": 64}
+    model_cfg = {"type": "dygie", "embedder": {"token_embedders": {"bert": dict(encoder)}},
+                 "feature_size": 4, "max_span_width": 3, "target_task": "relation",
+                 "feedforward_params": {"num_layers": 1, "hidden_dims": 8, "dropout": 0.0},
+                 "loss_weights": {"ner": 1.0, "relation": 1.0, "coref": 0.0, "events": 0.0},
+                 "initializer": {}, "module_initializer": {},
+                 "modules": {"coref": {"spans_per_word": 0.3, "max_antecedents": 10, "coref_prop": 0}, "ner": {},
+                             "relation": {"spans_per_word": 0.5},
+                             "events": {"trigger_spans_per_word": 0.3, "argument_spans_per_word": 0.8,
+                                        "loss_weights": {"trigger": 1.0, "arguments": 1.0}}}}
+    config = {"dataset_reader": {"type": "dygie", "max_span_width": 3, "token_indexers": {"bert": dict(encoder)}},
+              "model": model_cfg}
+    model_dir = root / "radgraph"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(config))
+    vocab = Vocabulary()
+    vocab.add_tokens_to_namespace(NER_LABELS, "radgraph__ner_labels")
+    vocab.add_tokens_to_namespace(REL_LABELS, "radgraph__relation_labels")
+    vocab.save_to_files(str(model_dir / "vocabulary"))
+    embedder = text_field_embedders.BasicTextFieldEmbedder(
+        {"bert": token_embedders.PretrainedTransformerMismatchedEmbedder(model_name=str(bert), max_length=64)})
+    kwargs = {k: v for k, v in model_cfg.items() if k not in ("type", "embedder", "initializer", "module_initializer")}
+    torch.manual_seed(0)
+    model = dygie.DyGIE(vocab=Vocabulary.from_files(str(model_dir / "vocabulary")), embedder=embedder, **kwargs)
+    with torch.no_grad():
+        head = model._ner._ner_scorers["radgraph__ner_labels"][1]._module  # scores labels 1.. (null is 0)
+        head.weight.zero_()
+        head.bias.fill_(-10.0)
+        if tag_label is not None:
+            head.bias[NER_LABELS.index(tag_label) - 1] = 10.0
+    torch.save(model.state_dict(), model_dir / "weights.th")
+    return model_dir, bert

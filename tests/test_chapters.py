@@ -17,8 +17,10 @@ TINY = ["data.n_patients=40", "data.image_size=128", "encode.projection_points=6
 def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
     outcome = run("demo", assignments=TINY, artifacts_base=tmp_path / "artifacts", chapters_dir=tmp_path / "chapters",
                   timeout=600)
-    assert outcome == {"data": "ran", "encode": "ran", "sae": "ran", "features": "ran", "reports": "ran"}
-    for name in ("00_data.ipynb", "01_encode.ipynb", "02_sae.ipynb", "03_features.ipynb", "04_reports.ipynb"):
+    assert outcome == {"data": "ran", "encode": "ran", "sae": "ran", "features": "ran", "reports": "ran",
+                       "metrics": "ran"}
+    for name in ("00_data.ipynb", "01_encode.ipynb", "02_sae.ipynb", "03_features.ipynb", "04_reports.ipynb",
+                 "05_metrics.ipynb"):
         executed = nbformat.read(tmp_path / "chapters" / name, as_version=4)
         errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.output_type == "error"]
@@ -63,6 +65,20 @@ def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
         assert all(record["report"] or record["reason"] for record in lines)
     assert all(sentence["feature_ids"] for record in generated if record["system"] == "sae_rad"
                for sentence in record["sentences"])
+
+    metrics = tmp_path / "artifacts/demo/metrics"
+    table1 = pd.read_csv(metrics / "table1.csv")
+    assert list(table1.columns[:6]) == ["system", "metric", "value", "ci_low", "ci_high", "source"]
+    assert set(table1["source"]) == {"measured", "paper", "not measured"}
+    measured = table1[table1["source"] == "measured"]
+    assert measured[["value", "ci_low", "ci_high"]].notna().all().all()
+    assert table1.loc[table1["source"] == "not measured", "note"].str.startswith("n/a").all()
+    table2 = pd.read_csv(metrics / "table2.csv")
+    sweep = pd.read_csv(metrics / "table2_sae_sweep.csv")
+    assert list(sweep["sae"]) == ["x1", "x2", "x4", "x1_dense", "x2_dense", "x4_dense"]
+    assert {f"SAE-Rad {sae} (offline composer)" for sae in sweep["sae"]} <= set(table2["system"])
+    check = pd.read_csv(metrics / "pycocoevalcap_check.csv")
+    assert check["abs_difference"].max() <= 1e-6
 
 
 def test_demo_encoder_checkpoint_is_shipped_and_loads():

@@ -7,49 +7,21 @@ import math
 
 import pytest
 import torch
-from transformers import BertConfig
 
+from conftest import CHEXBERT_VOCAB, save_tiny_chexbert
 from saerad.metrics.chexbert import (
-    CHEXBERT_CONDITIONS,
     CheXbertError,
     CheXbertLabeler,
-    CheXbertModel,
     load_chexbert,
 )
 from saerad.mimic.loader import CHEXPERT_OBSERVATIONS
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "pleural", "effusion", "heart", "size", "is",
-         "normal", "small", "left", "pneumo", "##thorax", "."]
-
-
-def _tiny_config() -> BertConfig:
-    return BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=32, max_position_embeddings=64, type_vocab_size=2)
+VOCAB = CHEXBERT_VOCAB
 
 
 @pytest.fixture()
 def tiny_chexbert(tmp_path):
-    """A random tiny CheXbert saved like chexbert.pth (DataParallel 'module.' prefix)."""
-    torch.manual_seed(0)
-    config = _tiny_config()
-    model = CheXbertModel(config)
-    with torch.no_grad():
-        # Known biases: "Pleural Effusion" -> uncertain (class 3), "No Finding" -> blank (class 0),
-        # "Pneumothorax" -> negative (class 2); weights zero so the text cannot change them.
-        for cond, cls in (("Pleural Effusion", 3), ("No Finding", 0), ("Pneumothorax", 2)):
-            head = model.linear_heads[CHEXBERT_CONDITIONS.index(cond)]
-            head.weight.zero_()
-            head.bias.zero_()
-            head.bias[cls] = 5.0
-    state = {f"module.{k}": v for k, v in model.state_dict().items()}
-    ckpt = tmp_path / "chexbert.pth"
-    torch.save({"model_state_dict": state, "epoch": 8}, ckpt)
-    tok_dir = tmp_path / "tokenizer"
-    tok_dir.mkdir()
-    (tok_dir / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    (tok_dir / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
-    (tok_dir / "config.json").write_text(config.to_json_string())
-    return ckpt, tok_dir, model
+    return save_tiny_chexbert(tmp_path)
 
 
 def test_labels_follow_known_head_biases(tiny_chexbert):

@@ -418,3 +418,28 @@ def test_demo_references_against_truth_and_offline_radfact_against_oracle():
     assert comparison.loc["precision", "pearson_r"] > 0.7
     assert comparison.loc["recall", "pearson_r"] > 0.7
     assert comparison.loc["f1", "mean_abs_difference"] < 0.15
+
+
+def test_word_overlap_judge_is_blind_to_negation_and_measurably_off_the_findings_judge():
+    from saerad.metrics.radfact import FindingsEntailmentJudge, WordOverlapEntailmentJudge
+
+    overlap, findings = WordOverlapEntailmentJudge(), FindingsEntailmentJudge()
+    premises = ["Small left pleural effusion.", "The heart size is normal."]
+    # The naive judge takes shared words for meaning; the findings judge reads the negation.
+    assert overlap.judge("No pleural effusion.", premises) == (True, [1])
+    assert findings.judge("No pleural effusion.", premises)[0] is False
+    assert overlap.judge("Heart size is normal.", premises) == (True, [2])
+    assert overlap.judge("Cardiomegaly.", premises) == (False, [])
+    with pytest.raises(ValueError, match="threshold"):
+        WordOverlapEntailmentJudge(threshold=0)
+
+
+def test_offline_client_with_the_word_overlap_judge_scores_through_the_protocol(tmp_path):
+    from saerad.metrics.radfact import make_offline_radfact_client, offline_radfact_responder, radfact
+
+    client = make_offline_radfact_client(cache_dir=tmp_path, judge="word_overlap")
+    table = radfact(["No pleural effusion. Cardiomegaly."], ["Small left pleural effusion."], client, progress=False)
+    # "No pleural effusion." passes (2 of 2 content words); the reference has 2 of 4 words in it: below 0.6.
+    assert table.loc[0, "precision"] == 0.5 and table.loc[0, "recall"] == 0.0
+    with pytest.raises(ValueError, match="word_overlap"):
+        offline_radfact_responder(judge="embedding")

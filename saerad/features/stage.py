@@ -47,6 +47,49 @@ def training_top_reports(activations: sparse.csr_matrix, index: pd.DataFrame, fi
     return reports, top
 
 
+def offline_describer(index: pd.DataFrame, findings: pd.Series, min_support: int = 3, min_lift: float = 2.0,
+                       max_statements: int = 3):
+    """The offline describer of the chapter, whose base rates are the findings of the *training* studies.
+
+    Parameters
+    ----------
+    index
+        Activation index (one row per image, with ``study_id`` and ``split``).
+    findings
+        Findings text by ``study_id`` (:func:`study_findings`).
+    min_support, min_lift, max_statements
+        :class:`saerad.features.describer.OfflineDescriber` settings.
+    """
+    from saerad.features.describer import OfflineDescriber
+    from saerad.metrics.chexpert_rules import sentence_findings
+
+    training_studies = index["study_id"].to_numpy()[split_rows(index, ("train",))]
+    corpus = findings[findings.index.isin(training_studies)].tolist()
+    return OfflineDescriber(corpus, sentence_findings, min_support=min_support, min_lift=min_lift,
+                            max_statements=max_statements)
+
+
+def describe_live_features(top_reports: dict[int, list[str]], live_features: list[int], client,
+                           out_path: str | Path, progress: bool = False):
+    """Describe every live feature and write ``descriptions.jsonl`` (the chapter's annotation step).
+
+    Live features that fire on no training study have no reports to describe them from; they are
+    written as flagged records with that reason, so that every live feature has a line.
+
+    Returns
+    -------
+    list of FeatureDescription
+        Sorted by feature id (:func:`saerad.features.annotation.annotate_features`).
+    """
+    from saerad.features.annotation import annotate_features
+    from saerad.metrics.chexpert_rules import sentence_findings
+
+    not_in_training = {feature: "fires on no training study, so there are no reports to describe it from"
+                       for feature in live_features if feature not in top_reports}
+    return annotate_features(top_reports, client, out_path, finding_key=sentence_findings, progress=progress,
+                             skipped=not_in_training)
+
+
 def make_llm_client(role: str, backend: str, model: str, offline_responder, cache_dir: str | Path, profile: str,
                     acknowledge_restricted_data_use: bool = False, base_url: str = "", max_concurrency: int = 4):
     """The :mod:`saerad.llm` client for one role (describer, scorer, composer, RadFact).

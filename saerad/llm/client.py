@@ -7,7 +7,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Iterable
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .cache import ResponseCache, cache_key
 from .pricing import Price, estimate_cost

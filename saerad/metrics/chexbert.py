@@ -167,7 +167,7 @@ class CheXbertLabeler:
     @torch.no_grad()
     def predict_classes(self, reports, progress: bool = False) -> np.ndarray:
         """Head classes [n_reports, 14] in ``CHEXBERT_CONDITIONS`` order."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         encoded = [self.encode(r) for r in reports]
         order = np.argsort([len(e) for e in encoded], kind="stable")  # less padding per batch

@@ -210,7 +210,7 @@ def evaluate_labeler(data_dir, sections=("findings",), progress: bool = False) -
         ``summary``: one row per table with macro-F1 (mean over rows with
         support) and micro-F1.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     data_dir = Path(data_dir)
     studies_path = data_dir / "studies.csv"

@@ -474,26 +474,85 @@ class FindingsEntailmentJudge:
         return json.dumps({"status": "entailed" if entailed else "not_entailed", "evidence": evidence})
 
 
-def offline_radfact_responder(findings_of: Callable[[str], set] | None = None) -> Callable[[Prompt], str]:
-    """One responder answering both RadFact prompt kinds offline (sentence split; findings entailment)."""
-    judge = FindingsEntailmentJudge(findings_of)
+class WordOverlapEntailmentJudge:
+    """A deliberately naive offline judge: entailed when one premise holds most of the hypothesis's words.
+
+    It stands for the cheap lexical approximations of entailment (word
+    overlap, embedding similarity) and is there to be measured against the
+    oracle, not to be used: it does not read negation or laterality as
+    meaning, so "No pleural effusion." and "Small left pleural effusion."
+    share most of their words.
+
+    Parameters
+    ----------
+    threshold
+        Share of the hypothesis's content words (stop words removed) that one
+        premise must contain.
+    """
+
+    STOP_WORDS = frozenset("a an the is are was were be of in on at to and or with without there this that as by "
+                           "for from it its seen noted".split())
+
+    def __init__(self, threshold: float = 0.6):
+        if not 0 < threshold <= 1:
+            raise ValueError(f"WordOverlapEntailmentJudge: threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+
+    def words(self, text: str) -> set[str]:
+        return {word for word in normalise_text(text).split() if word not in self.STOP_WORDS}
+
+    def judge(self, hypothesis: str, premises: Sequence[str]) -> tuple[bool, list[int]]:
+        """(entailed, 1-based numbers of the premises that pass the threshold)."""
+        wanted = self.words(hypothesis)
+        if not wanted:
+            return False, []
+        evidence = [n for n, premise in enumerate(premises, start=1)
+                    if len(wanted & self.words(premise)) / len(wanted) >= self.threshold]
+        return bool(evidence), evidence
+
+    def __call__(self, prompt: Prompt) -> str:
+        hypothesis, premises = read_entailment_prompt(prompt)
+        entailed, evidence = self.judge(hypothesis, premises)
+        return json.dumps({"status": "entailed" if entailed else "not_entailed", "evidence": evidence})
+
+
+OFFLINE_JUDGES = ("findings", "word_overlap")
+
+
+def offline_radfact_responder(findings_of: Callable[[str], set] | None = None,
+                              judge: str = "findings") -> Callable[[Prompt], str]:
+    """One responder answering both RadFact prompt kinds offline.
+
+    Phrases are the report's sentences; entailment is decided by
+    :class:`FindingsEntailmentJudge` (``judge="findings"``, the default) or
+    :class:`WordOverlapEntailmentJudge` (``"word_overlap"``).
+    """
+    if judge not in OFFLINE_JUDGES:
+        raise ValueError(f"offline RadFact judge must be one of {OFFLINE_JUDGES}, got {judge!r}")
+    if judge == "word_overlap":
+        entail = WordOverlapEntailmentJudge()
+        version = f"{OFFLINE_MODEL}:word_overlap:{entail.threshold}"
+    else:
+        entail = FindingsEntailmentJudge(findings_of)
+        # The LLM layer puts this into the cache key: replies of another labeler are never reused.
+        labeler = entail._findings_of
+        version = f"{OFFLINE_MODEL}:{getattr(labeler, '__module__', '?')}.{getattr(labeler, '__qualname__', '?')}"
 
     def respond(prompt: Prompt) -> str:
         if "<report>" in prompt.user:
             return sentence_split_responder(prompt)
         if "<hypothesis>" in prompt.user:
-            return judge(prompt)
+            return entail(prompt)
         raise ValueError("offline RadFact responder: prompt is neither a phrase split nor an entailment question")
 
-    # The LLM layer puts this into the cache key: replies of another labeler are never reused.
-    labeler = judge._findings_of
-    respond.version = f"{OFFLINE_MODEL}:{getattr(labeler, '__module__', '?')}.{getattr(labeler, '__qualname__', '?')}"
+    respond.version = version
     return respond
 
 
-def make_offline_radfact_client(cache_dir=None, findings_of: Callable[[str], set] | None = None, **options):
-    """An offline :mod:`saerad.llm` client answering RadFact prompts with the approximation above."""
+def make_offline_radfact_client(cache_dir=None, findings_of: Callable[[str], set] | None = None,
+                                judge: str = "findings", **options):
+    """An offline :mod:`saerad.llm` client answering RadFact prompts with one of the judges above."""
     from saerad.llm import make_client
 
     return make_client("offline", model=OFFLINE_MODEL, cache_dir=cache_dir,
-                       responder=offline_radfact_responder(findings_of), **options)
+                       responder=offline_radfact_responder(findings_of, judge=judge), **options)

@@ -61,6 +61,7 @@ def generate_reports(
     batch_size: int = 64,
     resume: bool = True,
     progress: bool = False,
+    baseline: bool = True,
 ) -> Path:
     """Write ``generated.jsonl`` for every test study of ``artifacts_root``.
 
@@ -87,6 +88,9 @@ def generate_reports(
         Passed to :func:`saerad.reports.baseline.nearest_neighbours` (chunk sizes, device).
     batch_size
         LLM prompts per ``complete_many`` call (progress is saved between calls).
+    baseline
+        Also write the nearest-neighbour baseline (False: SAE-Rad lines only, e.g. when the
+        baseline is already written elsewhere).
     """
     from saerad.reports.baseline import nearest_neighbour_reports
     from saerad.tokens import load_class_tokens
@@ -105,7 +109,8 @@ def generate_reports(
     system_configs = [("sae_rad", c) for c in configs] if client is not None else [("sae_rad", "no_aux")]
     if client is not None and any(c not in CONFIGS for c in configs):
         raise ValueError(f"configs must be drawn from {CONFIGS}, got {list(configs)}")
-    system_configs.append(("nearest_neighbour", "-"))
+    if baseline:
+        system_configs.append(("nearest_neighbour", "-"))
     settings = {"tau": float(tau), "max_sentences": max_sentences, "aggregate": aggregate,
                 "statements_per_feature": statements_per_feature,
                 "llm": None if client is None else _client_name(client),
@@ -173,7 +178,7 @@ def generate_reports(
             bar.close()
 
         # Nearest-neighbour baseline
-        missing_nn = [s for s in test["study_id"] if (int(s), "nearest_neighbour", "-") not in done]
+        missing_nn = [s for s in test["study_id"] if baseline and (int(s), "nearest_neighbour", "-") not in done]
         if missing_nn:
             train_tokens, train_index = load_class_tokens(root, split="train")
             test_tokens, test_index = load_class_tokens(root, split="test")
@@ -349,6 +354,40 @@ def f1_scores(predicted: np.ndarray, truth: np.ndarray) -> dict:
         "n_findings_in_macro": int(defined.sum()),
     }
     return {"per_finding": per_finding, "summary": summary}
+
+
+def validation_tau_study(
+    artifacts_root: str | Path, activations: sp.spmatrix, index: pd.DataFrame, descriptions: Mapping[int, object],
+    taus: Sequence[float], max_sentences: int = 6, aggregate: str = "sum",
+    statements_per_feature: int | None = None,
+) -> pd.DataFrame | None:
+    """:func:`tau_study` on the validation studies that have an encoded image (the reports chapter's choice of tau).
+
+    Parameters
+    ----------
+    artifacts_root
+        ``artifacts/<profile>``: reads ``data/studies.csv`` and ``data/ground_truth.csv``.
+    activations, index
+        Image activations ``[n_images, d_sae]`` and their index (with ``study_id``).
+    descriptions, taus, max_sentences, aggregate, statements_per_feature
+        As :func:`tau_study`.
+
+    Returns
+    -------
+    DataFrame or None
+        The tau table, or None without planted ground truth (MIMIC-CXR) or validation studies.
+    """
+    data_dir = Path(artifacts_root) / "data"
+    if not (data_dir / "ground_truth.csv").exists():
+        return None
+    studies = _read_studies(data_dir / "studies.csv")
+    validation_ids = studies.loc[studies["split"] == "validate", "study_id"]
+    validation_ids = validation_ids[validation_ids.isin(index["study_id"])].tolist()
+    if not validation_ids:
+        return None
+    study_matrix, study_ids = study_activations(activations, index, validation_ids)
+    return tau_study(study_matrix, study_ids, descriptions, taus, data_dir / "ground_truth.csv",
+                     max_sentences=max_sentences, aggregate=aggregate, statements_per_feature=statements_per_feature)
 
 
 def tau_study(

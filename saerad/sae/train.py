@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from saerad.io import atomic_path, write_table
 from saerad.sae.config import SAEConfig
