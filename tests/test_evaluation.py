@@ -707,3 +707,24 @@ def test_local_chexbert_and_radgraph_fill_their_table1_rows(world, tmp_path):
     assert (labels["Pleural Effusion"] == -1).all()
     agreement = ev.labeler_agreement([s for s in world["sets"][SAE].frame["reference"]], ev.rule_labeler(), chexbert)
     assert set(agreement["observation"]) >= {"Pleural Effusion", "Cardiomegaly"}
+
+
+def test_an_llm_judge_on_a_local_server_fills_the_llm_judge_row_and_counts_failures(world, tmp_path):
+    from fake_llm_server import FakeLLMServer
+
+    with FakeLLMServer() as server:
+        # The paper profile guards MIMIC-CXR text, but a loopback endpoint is always allowed.
+        client, method = ev.radfact_client("openai", "llama-3-70b-instruct", f"{server.url}/v1",
+                                           cache_dir=tmp_path, profile="paper", max_concurrency=2)
+        scores = [ev.score_system(s, radfact=(client, method), meteor=False) for s in world["sets"].values()]
+    assert method == "LLM judge (llama-3-70b-instruct)"
+    table = ev.table1(scores, n_resamples=N_RESAMPLES)
+    # The fake model echoes its prompt: no reply is a verdict, so every phrase is "not entailed" (RadFact's
+    # rule for failures) and the failures are counted in the note.
+    row = _row(table, SAE, "RadFact F1", method)
+    assert row["value"] == 0.0 and re.match(r"\d+ judge failures counted as not entailed", row["note"])
+    view = ev.table1_view(table)
+    assert view.loc[("RadFact F1", "LLM judge"), ("measured here", SAE)] == "0.0 [0.0, 0.0]"
+    assert view.loc[("RadFact F1", "LLM judge"), ("reported in the paper", ev.paper_values.PAPER_SAE_RAD)] == "37.2"
+    # Scored without SynthCXR facts, as on MIMIC-CXR: the oracle row says why it is missing.
+    assert _row(table, SAE, "RadFact F1", ev.ORACLE_METHOD, ev.NOT_MEASURED)["note"] == NA_NOT_SYNTHCXR
