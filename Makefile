@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 SAELENS_VENV := .venv-saelens
 SAELENS_STAMP := $(SAELENS_VENV)/.installed
 
-.PHONY: install pipeline book book-only test lab benchmark clean clean-artifacts
+.PHONY: install browser pipeline book book-only test lab benchmark clean clean-artifacts
 
 install: $(STAMP)
 
@@ -23,6 +23,20 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	$(PY) -m ipykernel install --sys-prefix --name saerad --display-name "SAE-Rad (.venv)" >/dev/null
 	@touch $@
+
+# The reader-study page test drives the system Chromium through Playwright; no browser is downloaded.
+# Without root or sudo (or without apt-get) it says how to install it, and that test is skipped.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	else echo "make browser: chromium is missing and installing it needs root; run as root:"; \
+	     echo "  apt-get update && apt-get install -y --no-install-recommends chromium"; \
+	     echo "(tests/test_reader_page.py skips its browser test until then)"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	     echo "make browser: chromium is missing and there is no apt-get; install Chromium with the system's package manager"; exit 0; fi; \
+	echo "make browser: installing the system chromium"; \
+	{ $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends chromium; } || \
+	echo "make browser: installing chromium failed; tests/test_reader_page.py will skip its browser test"
 
 $(SAELENS_VENV): $(SAELENS_STAMP)
 
@@ -41,7 +55,7 @@ book-only: install
 	@echo "The book is in _build/html/index.html"
 
 # pytest exits 5 when it collects no test; that is not a failure of the code.
-test: install $(SAELENS_STAMP)
+test: install $(SAELENS_STAMP) browser
 	@$(PY) -m pytest tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
 

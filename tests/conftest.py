@@ -282,3 +282,19 @@ def build_tiny_radgraph(root: Path, tag_label: str | None = "OBS-DP"):
             head.bias[NER_LABELS.index(tag_label) - 1] = 10.0
     torch.save(model.state_dict(), model_dir / "weights.th")
     return model_dir, bert
+
+
+def write_ground_truth(path: Path, planted: dict) -> Path:
+    """A SynthCXR-layout ground_truth.csv: per study a PA image with ``planted[study]`` and an empty lateral."""
+    from saerad.synthcxr.catalogue import FINDINGS
+
+    rows = []
+    for study, findings in planted.items():
+        for view in ("PA", "LATERAL"):
+            row = {"dicom_id": f"{study}{view}", "subject_id": study * 10, "study_id": study, "view_position": view}
+            row.update({f: int(f in findings and view == "PA") for f in FINDINGS})
+            row.update(piercing=0, scoliosis="none")
+            rows.append(row)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+

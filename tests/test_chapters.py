@@ -10,17 +10,19 @@ from saerad.pipeline import REPO_ROOT, run
 
 TINY = ["data.n_patients=40", "data.image_size=128", "encode.projection_points=60", "sae.steps=60",
         "sae.comparison_steps=30", "sae.checkpoint_every=20", "sae.batch_size=32", "sae.expansion_factor=2",
-        "sae.table5_expansion_factors=[1, 2, 4]"]
+        "sae.table5_expansion_factors=[1, 2, 4]", "reader_study.n_cases=2", "reader_study.simulated_cases=4"]
 
 
 @pytest.mark.slow
 def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
-    outcome = run("demo", assignments=TINY, artifacts_base=tmp_path / "artifacts", chapters_dir=tmp_path / "chapters",
+    static = f"reader_study.book_static_dir={tmp_path / 'extra'}"  # keep the real book's copy of the page untouched
+    outcome = run("demo", assignments=TINY + [static], artifacts_base=tmp_path / "artifacts",
+                  chapters_dir=tmp_path / "chapters",
                   timeout=600)
     assert outcome == {"data": "ran", "encode": "ran", "sae": "ran", "features": "ran", "reports": "ran",
-                       "metrics": "ran"}
+                       "metrics": "ran", "reader_study": "ran"}
     for name in ("00_data.ipynb", "01_encode.ipynb", "02_sae.ipynb", "03_features.ipynb", "04_reports.ipynb",
-                 "05_metrics.ipynb"):
+                 "05_metrics.ipynb", "07_reader_study.ipynb"):
         executed = nbformat.read(tmp_path / "chapters" / name, as_version=4)
         errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.output_type == "error"]
@@ -79,6 +81,13 @@ def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
     assert {f"SAE-Rad {sae} (offline composer)" for sae in sweep["sae"]} <= set(table2["system"])
     check = pd.read_csv(metrics / "pycocoevalcap_check.csv")
     assert check["abs_difference"].max() <= 1e-6
+
+    reader = tmp_path / "artifacts/demo/reader_study"
+    assert {"review.html", "unblinding.json", "cases.json"} <= {p.name for p in (reader / "review_page").iterdir()}
+    summary = pd.read_csv(reader / "summary.csv")
+    assert {"paper counts (Appendix E.1)", "simulated reader (SynthCXR truth)"} <= set(summary["source"])
+    shares = summary[(summary["unit"] == "share") & (summary["total"] > 0)]  # 0 of 0 has no share
+    assert ((shares["ci_low"] <= shares["value"]) & (shares["value"] <= shares["ci_high"])).all()
 
 
 def test_demo_encoder_checkpoint_is_shipped_and_loads():

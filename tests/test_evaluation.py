@@ -25,13 +25,13 @@ import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.rouge.rouge import Rouge
 
+from conftest import write_ground_truth
 from saerad import evaluation as ev
 from saerad.evaluation.schema import NA_NO_LLM_JUDGE, NA_NOT_SYNTHCXR, OFFLINE_METHOD
 from saerad.metrics import nlg
 from saerad.metrics.chexpert_rules import label_report
 from saerad.metrics.oracle import SentenceFacts, study_truth
 from saerad.reports.generate import RECORD_KEYS
-from saerad.synthcxr.catalogue import FINDINGS
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "sae-rad-paper.md"
 HAS_JAVA = nlg.java_executable() is not None
@@ -103,15 +103,7 @@ def write_world_facts(path: Path, world=WORLD) -> Path:
 
 def write_world_truth(path: Path, world=WORLD) -> Path:
     """ground_truth.csv of the world: a planted PA image and an empty lateral per study."""
-    rows = []
-    for study, *_, planted in world:
-        for view in ("PA", "LATERAL"):
-            row = {"dicom_id": f"{study}{view}", "subject_id": study * 10, "study_id": study, "view_position": view}
-            row.update({f: int(f in planted and view == "PA") for f in FINDINGS})
-            row.update(piercing=0, scoliosis="none")
-            rows.append(row)
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
+    return write_ground_truth(path, {study: planted for study, *_, planted in world})
 
 
 @pytest.fixture(scope="module")
