@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 SAELENS_VENV := .venv-saelens
 SAELENS_STAMP := $(SAELENS_VENV)/.installed
 
-.PHONY: install browser pipeline book book-only test lab benchmark clean clean-artifacts
+.PHONY: install browser pipeline book book-only check-book test lab benchmark clean clean-artifacts
 
 install: $(STAMP)
 
@@ -53,6 +53,11 @@ book: pipeline book-only
 book-only: install
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --builder html
 	@echo "The book is in _build/html/index.html"
+
+# Every chapter page opened in headless Chromium: tables present, images loaded, no error output,
+# no JavaScript error, no request to the network.
+check-book: install browser
+	$(PY) -m saerad.book_check _build/html
 
 # pytest exits 5 when it collects no test; that is not a failure of the code.
 test: install $(SAELENS_STAMP) browser

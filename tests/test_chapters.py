@@ -1,6 +1,7 @@
 """The real chapter notebooks, executed by the real runner on a tiny SynthCXR world."""
 
 import json
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -89,6 +90,8 @@ def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
     shares = summary[(summary["unit"] == "share") & (summary["total"] > 0)]  # 0 of 0 has no share
     assert ((shares["ci_low"] <= shares["value"]) & (shares["value"] <= shares["ci_high"])).all()
 
+    _built_book_renders_in_chromium(tmp_path)  # last: it skips when there is no browser
+
 
 def test_demo_encoder_checkpoint_is_shipped_and_loads():
     from saerad.encoder import ClassTokenEncoder
@@ -124,3 +127,29 @@ def test_paper_profile_runs_on_a_mimic_layout_fixture_and_a_tiny_dinov2(tmp_path
 
     tokens = np.load(tmp_path / "artifacts/paper/encode/class_tokens.npy")
     assert tokens.shape == (expected["kept_images"], 32)
+
+
+def _built_book_renders_in_chromium(tmp_path):
+    """The tiny run's chapters, built into the book strictly and opened in the system Chromium."""
+    import shutil
+    import subprocess
+    import sys
+
+    from saerad.book_check import chapter_pages, check_book, find_chromium
+
+    root = tmp_path / "book_root"
+    root.mkdir()
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    shutil.copytree(REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("*.ipynb", "reader-study"))
+    shutil.copytree(tmp_path / "chapters", root / "book" / "chapters", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".*"))
+    shutil.copytree(tmp_path / "extra", root / "book" / "extra" / "reader-study")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    build = subprocess.run([str(jupyter_book), "build", str(root), "--warningiserror", "--keep-going",
+                            "--builder", "html"], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    if find_chromium() is None:
+        pytest.skip("no system chromium on PATH (`make browser` installs it): the book built, not rendered")
+    table = check_book(root / "_build" / "html", chapter_pages(root / "_toc.yml"))
+    assert len(table) == 7 and table["passed"].all(), table.to_string()
