@@ -15,6 +15,10 @@ from .retry import RetryPolicy, call_with_retry
 from .types import Completion, Prompt, Reply
 
 
+class _SkippedAfterInterrupt(Exception):
+    """An item not sent because the run was interrupted before a worker picked it up."""
+
+
 class LLMClient:
     """Sends Prompts to one backend/model and returns Completions.
 
@@ -168,17 +172,35 @@ class LLMClient:
         done: dict[str, Completion] = {}
         pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(pending)),
                                   thread_name_prefix="saerad-llm")
+        interrupted = threading.Event()
         futures = {}
         try:
-            futures = {pool.submit(self._fetch, key, prompt): key for key, prompt in pending}
+            futures = {pool.submit(self._fetch_unless_interrupted, key, prompt, interrupted): key
+                       for key, prompt in pending}
             for future in as_completed(futures):
+                if isinstance(future.exception(), _SkippedAfterInterrupt):
+                    continue
                 key = futures[future]
-                done[key] = future.result()
+                done[key] = future.result()  # re-raises an interrupt met by a worker
                 bar.update(multiplicity[key])
+        except BaseException:
+            interrupted.set()
+            raise
         finally:
             # On an interrupt, drop what has not started; running requests finish and are cached.
             pool.shutdown(wait=True, cancel_futures=True)
         return done
+
+    def _fetch_unless_interrupted(self, key: str, prompt: Prompt, interrupted: threading.Event) -> Completion:
+        # A worker that picks up an item after an interrupt (in the main thread or in another worker)
+        # must not send it: the pool may hand out a few more items before the main thread sees the interrupt.
+        if interrupted.is_set():
+            raise _SkippedAfterInterrupt(key)
+        try:
+            return self._fetch(key, prompt)
+        except KeyboardInterrupt:
+            interrupted.set()
+            raise
 
     def _fetch(self, key: str, prompt: Prompt) -> Completion:
         outcome = call_with_retry(lambda: self._attempt(prompt), self.retry, key)
