@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from saerad.book_check import find_chromium
 from saerad.reader_study import build_review_page, unblinding_table, validate_export
 from saerad.reader_study.page import encode_thumbnail, spread_order
 
 SYSTEMS = ("sae_rad", "nearest_neighbour")
 SYSTEM_WORDS = ("sae_rad", "sae-rad", "nearest", "neighbour", "no_aux")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = find_chromium()
 
 
 def _sentences(study: int, system: str, n: int = 3) -> list[dict]:

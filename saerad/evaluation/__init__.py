@@ -30,7 +30,7 @@ this profile; ``note`` reads "n/a: ..." and says what it needs).  Metric names f
 ``RadFact F1``).
 """
 
-from saerad.evaluation.appendix_g import appendix_g, judge_against_oracle
+from saerad.evaluation.appendix_g import appendix_g, judge_against_oracle, judged_sentences
 from saerad.evaluation.checks import direct_pycocoevalcap, labeler_agreement, pycocoevalcap_check
 from saerad.evaluation.paper_values import paper_table1, paper_table2
 from saerad.evaluation.schema import (CHEXPERT_KEYS, CONFIG_LABELS, NN_LABEL, NOT_MEASURED, ORACLE_METHOD,
@@ -44,9 +44,10 @@ from saerad.evaluation.tables import (cell_text, direction_against_paper, method
 
 __all__ = [
     "CHEXPERT_KEYS", "CONFIG_LABELS", "NN_LABEL", "NOT_MEASURED", "ORACLE_METHOD", "TABLE1_METRICS",
-    "TABLE2_METRICS", "TABLE_COLUMNS", "CachedLabeler", "Measure", "ScoringSet", "SystemScores", "appendix_g",
-    "cell_text", "chexbert_labeler", "direct_pycocoevalcap", "direction_against_paper", "judge_against_oracle",
-    "labeler_agreement", "method_family", "na_reasons", "paired_differences", "paper_table1", "paper_table2",
-    "pycocoevalcap_check", "radfact_client", "rger_scorer", "rule_labeler", "sae_sweep_pattern", "score_system",
-    "scoring_sets", "system_label", "table1", "table1_view", "table2", "table2_view",
+    "TABLE2_METRICS", "TABLE_COLUMNS", "appendix_g", "CachedLabeler", "cell_text", "chexbert_labeler",
+    "direct_pycocoevalcap", "direction_against_paper", "judge_against_oracle", "judged_sentences",
+    "labeler_agreement", "Measure", "method_family", "na_reasons", "paired_differences", "paper_table1",
+    "paper_table2", "pycocoevalcap_check", "radfact_client", "rger_scorer", "rule_labeler", "sae_sweep_pattern",
+    "score_system", "scoring_sets", "ScoringSet", "system_label", "SystemScores", "table1", "table1_view", "table2",
+    "table2_view",
 ]

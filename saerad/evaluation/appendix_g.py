@@ -66,12 +66,30 @@ def appendix_g(scores: Sequence[SystemScores], sets: Mapping[str, ScoringSet], f
     return {"scores": table, "sentences": pd.DataFrame(crosstab), "approximation_gap": gap_table}
 
 
-def _sentence_crosstab(label: str, frame: pd.DataFrame, facts, truth) -> dict:
-    """Generated sentences with facts: entailed by the reference? true of the image?"""
+SENTENCE_VERDICTS = ("true_and_entailed", "true_not_entailed", "false_but_entailed", "false_not_entailed")
+
+
+def judged_sentences(frame: pd.DataFrame, facts, truth) -> pd.DataFrame:
+    """Every generated sentence judged twice: true of the image? entailed by the reference?
+
+    Parameters
+    ----------
+    frame
+        A :class:`ScoringSet`'s frame (``study_id``, ``report``, ``reference``).
+    facts, truth
+        As in :func:`appendix_g`.
+
+    Returns
+    -------
+    DataFrame
+        ``study_id, sentence, reference, verdict``: one of
+        :data:`SENTENCE_VERDICTS`, ``"no known facts"`` (the text is not in the
+        corpus) or ``"not checkable"`` (no facts, or facts about an item the
+        truth does not cover).
+    """
     from saerad.metrics.radfact import split_sentences
 
-    counts = {"true_and_entailed": 0, "true_not_entailed": 0, "false_but_entailed": 0, "false_not_entailed": 0}
-    unknown = unverifiable = 0
+    rows = []
     for study, report, reference in zip(frame["study_id"], frame["report"], frame["reference"]):
         study_truth = truth[int(study)]
         covered = {finding for finding, _ in study_truth}
@@ -80,19 +98,26 @@ def _sentence_crosstab(label: str, frame: pd.DataFrame, facts, truth) -> dict:
         for sentence in split_sentences(report):
             sentence_facts = facts.lookup(sentence)
             if sentence_facts is None:
-                unknown += 1
-                continue
-            if not sentence_facts or not all(finding in covered for finding, _ in sentence_facts):
-                unverifiable += 1
-                continue
-            key = {(True, True): "true_and_entailed", (True, False): "true_not_entailed",
-                   (False, True): "false_but_entailed", (False, False): "false_not_entailed"}
-            counts[key[(sentence_facts <= study_truth, sentence_facts <= reference_facts)]] += 1
+                verdict = "no known facts"
+            elif not sentence_facts or not all(finding in covered for finding, _ in sentence_facts):
+                verdict = "not checkable"
+            else:
+                true, entailed = sentence_facts <= study_truth, sentence_facts <= reference_facts
+                verdict = SENTENCE_VERDICTS[2 * (not true) + (not entailed)]
+            rows.append({"study_id": study, "sentence": sentence, "reference": reference, "verdict": verdict})
+    return pd.DataFrame(rows, columns=["study_id", "sentence", "reference", "verdict"])
+
+
+def _sentence_crosstab(label: str, frame: pd.DataFrame, facts, truth) -> dict:
+    """Generated sentences with facts: entailed by the reference? true of the image?"""
+    verdicts = judged_sentences(frame, facts, truth)["verdict"].value_counts()
+    counts = {verdict: int(verdicts.get(verdict, 0)) for verdict in SENTENCE_VERDICTS}
     judged = sum(counts.values())
     true_total = counts["true_and_entailed"] + counts["true_not_entailed"]
     return {"system": label, "sentences_judged": judged, **counts,
             "share_of_true_sentences_penalised": counts["true_not_entailed"] / true_total if true_total else np.nan,
-            "sentences_without_known_facts": unknown, "sentences_not_checkable": unverifiable}
+            "sentences_without_known_facts": int(verdicts.get("no known facts", 0)),
+            "sentences_not_checkable": int(verdicts.get("not checkable", 0))}
 
 
 def judge_against_oracle(scores: Sequence[SystemScores], sets: Mapping[str, ScoringSet], client,

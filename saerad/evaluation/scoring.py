@@ -233,18 +233,14 @@ def radfact_client(backend: str, model: str = "", base_url: str = "", cache_dir=
     A remote backend in the paper profile sends MIMIC-CXR text out, which the
     LLM layer refuses unless acknowledged (a loopback endpoint is always allowed).
     """
+    from saerad.features.stage import make_llm_client
     from saerad.metrics.radfact import make_offline_radfact_client
 
-    cache_dir = Path(cache_dir) / "radfact" if cache_dir else None
     if backend == "offline":
-        return make_offline_radfact_client(cache_dir=cache_dir), OFFLINE_METHOD
-    from saerad.llm import make_client
-
-    options = {"max_concurrency": max_concurrency, "restricted_text": profile == "paper",
-               "acknowledge_restricted_data_use": acknowledge_restricted_data_use}
-    if base_url:
-        options["base_url"] = base_url
-    client = make_client(backend, model=model or None, cache_dir=cache_dir, **options)
+        offline_cache = Path(cache_dir) / "radfact" if cache_dir else None
+        return make_offline_radfact_client(cache_dir=offline_cache), OFFLINE_METHOD
+    client = make_llm_client("radfact", backend, model, None, cache_dir, profile, acknowledge_restricted_data_use,
+                             base_url, max_concurrency)
     return client, f"{LLM_JUDGE_METHOD} ({model or backend})"
 
 

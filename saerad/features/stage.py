@@ -100,13 +100,14 @@ def make_llm_client(role: str, backend: str, model: str, offline_responder, cach
     """
     from saerad.llm import make_client
 
+    role_cache = Path(cache_dir) / role if cache_dir else None  # None: no cache
     if backend == "offline":
         return make_client("offline", model=offline_responder.name, responder=offline_responder.respond,
-                           cache_dir=Path(cache_dir) / role)
+                           cache_dir=role_cache)
     if backend not in REMOTE_BACKENDS:
         raise ValueError(f"{role}_backend is {backend!r}; expected 'offline' or one of {list(REMOTE_BACKENDS)}")
     options = {"max_concurrency": max_concurrency, "restricted_text": profile == "paper",
                "acknowledge_restricted_data_use": acknowledge_restricted_data_use}
     if base_url:
         options["base_url"] = base_url
-    return make_client(backend, model=model or None, cache_dir=Path(cache_dir) / role, **options)
+    return make_client(backend, model=model or None, cache_dir=role_cache, **options)

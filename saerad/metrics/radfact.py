@@ -430,6 +430,13 @@ def read_entailment_prompt(prompt: Prompt) -> tuple[str, list[str]]:
     return hypothesis.group(1), lines
 
 
+def entailment_reply(judge: Callable[[str, Sequence[str]], tuple[bool, list[int]]], prompt: Prompt) -> str:
+    """An offline judge's answer to an entailment prompt, in the JSON the protocol asks an LLM for."""
+    hypothesis, premises = read_entailment_prompt(prompt)
+    entailed, evidence = judge(hypothesis, premises)
+    return json.dumps({"status": "entailed" if entailed else "not_entailed", "evidence": evidence})
+
+
 class FindingsEntailmentJudge:
     """Offline entailment: findings of the hypothesis must all be among the findings of the premises.
 
@@ -469,9 +476,7 @@ class FindingsEntailmentJudge:
         return bool(evidence), evidence
 
     def __call__(self, prompt: Prompt) -> str:
-        hypothesis, premises = read_entailment_prompt(prompt)
-        entailed, evidence = self.judge(hypothesis, premises)
-        return json.dumps({"status": "entailed" if entailed else "not_entailed", "evidence": evidence})
+        return entailment_reply(self.judge, prompt)
 
 
 class WordOverlapEntailmentJudge:
@@ -511,9 +516,7 @@ class WordOverlapEntailmentJudge:
         return bool(evidence), evidence
 
     def __call__(self, prompt: Prompt) -> str:
-        hypothesis, premises = read_entailment_prompt(prompt)
-        entailed, evidence = self.judge(hypothesis, premises)
-        return json.dumps({"status": "entailed" if entailed else "not_entailed", "evidence": evidence})
+        return entailment_reply(self.judge, prompt)
 
 
 OFFLINE_JUDGES = ("findings", "word_overlap")

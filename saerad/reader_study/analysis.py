@@ -56,6 +56,7 @@ import pandas as pd
 from scipy import stats
 
 from saerad.io import read_json
+from saerad.reader_study.schema import read_unblinding
 
 SCHEMA_ID = "saerad-reader-study-export/1"
 
@@ -106,35 +107,6 @@ def check_export(export: Mapping, source: str = "<export>") -> None:
         message = str(error)
         message = message[len("export: "):] if message.startswith("export: ") else message
         raise ValueError(f"{source}: {message}") from None
-
-
-def read_unblinding(unblinding: str | Path | Mapping) -> tuple[dict, str]:
-    """The unblinding mapping and a name for it in messages (the file, or ``<unblinding dict>``).
-
-    Expected: ``{"page_id": str, "seed": int, "cases": {case_id: {"study_id": int,
-    "system": str, "config": str}}}``.
-    """
-    if isinstance(unblinding, Mapping):
-        data, source = dict(unblinding), "<unblinding dict>"
-    else:
-        source = str(unblinding)
-        if not Path(unblinding).exists():
-            raise FileNotFoundError(f"unblinding file {source} does not exist")
-        data = read_json(unblinding)
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{source}: the unblinding file must be a JSON object with page_id, seed and cases")
-    for key, kind in (("page_id", str), ("seed", int), ("cases", Mapping)):
-        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
-            raise ValueError(f"{source}: field {key!r} is missing or not a {kind.__name__} "
-                             f"(got {data.get(key)!r})")
-    for case_id, case in data["cases"].items():
-        if not isinstance(case, Mapping):
-            raise ValueError(f"{source}: cases/{case_id} is not an object")
-        for key, kind in (("study_id", (int, str)), ("system", str), ("config", str)):
-            if not isinstance(case.get(key), kind) or isinstance(case.get(key), bool):
-                raise ValueError(f"{source}: field cases/{case_id}/{key} is missing or of the wrong type "
-                                 f"(got {case.get(key)!r})")
-    return dict(data), source
 
 
 def read_exports(

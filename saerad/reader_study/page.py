@@ -224,12 +224,11 @@ def unblinding_table(path: str | os.PathLike) -> pd.DataFrame:
     Columns ``case_id, study_id, system, config, dicom_id, n_sentences``;
     ``table.attrs`` holds ``page_id`` and ``seed``.
     """
-    payload = read_json(path)
-    for field in ("schema", "page_id", "seed", "cases"):
-        if field not in payload:
-            raise ValueError(f"{path}: missing field {field!r}")
-    if payload["schema"] != UNBLINDING_SCHEMA_ID:
-        raise ValueError(f"{path}: schema is {payload['schema']!r}, expected {UNBLINDING_SCHEMA_ID!r}")
+    from saerad.reader_study.schema import read_unblinding
+
+    payload, _ = read_unblinding(path)
+    if payload.get("schema") != UNBLINDING_SCHEMA_ID:
+        raise ValueError(f"{path}: schema is {payload.get('schema')!r}, expected {UNBLINDING_SCHEMA_ID!r}")
     table = pd.DataFrame([{"case_id": case_id, **row} for case_id, row in payload["cases"].items()])
     table.attrs.update(page_id=payload["page_id"], seed=payload["seed"])
     return table

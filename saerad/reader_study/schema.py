@@ -23,6 +23,8 @@ from typing import Any, Mapping
 
 import jsonschema
 
+from saerad.io import read_json
+
 SCHEMA_PATH = Path(__file__).with_name("export_schema.json")
 EXPORT_SCHEMA_ID = "saerad-reader-study-export/1"
 _MAX_REPORTED = 5
@@ -112,3 +114,32 @@ def _field_path(path) -> str:
 
 def _short(message: str, limit: int = 200) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def read_unblinding(unblinding: str | Path | Mapping) -> tuple[dict, str]:
+    """The unblinding mapping and a name for it in messages (the file, or ``<unblinding dict>``).
+
+    Expected: ``{"page_id": str, "seed": int, "cases": {case_id: {"study_id": int,
+    "system": str, "config": str}}}``.
+    """
+    if isinstance(unblinding, Mapping):
+        data, source = dict(unblinding), "<unblinding dict>"
+    else:
+        source = str(unblinding)
+        if not Path(unblinding).exists():
+            raise FileNotFoundError(f"unblinding file {source} does not exist")
+        data = read_json(unblinding)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: the unblinding file must be a JSON object with page_id, seed and cases")
+    for key, kind in (("page_id", str), ("seed", int), ("cases", Mapping)):
+        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+            raise ValueError(f"{source}: field {key!r} is missing or not a {kind.__name__} "
+                             f"(got {data.get(key)!r})")
+    for case_id, case in data["cases"].items():
+        if not isinstance(case, Mapping):
+            raise ValueError(f"{source}: cases/{case_id} is not an object")
+        for key, kind in (("study_id", (int, str)), ("system", str), ("config", str)):
+            if not isinstance(case.get(key), kind) or isinstance(case.get(key), bool):
+                raise ValueError(f"{source}: field cases/{case_id}/{key} is missing or of the wrong type "
+                                 f"(got {case.get(key)!r})")
+    return dict(data), source

@@ -184,7 +184,7 @@ def simulate_reader(
         ISO 8601 time stamp; default now (UTC).  Give one for byte-identical
         exports.
     """
-    from saerad.reader_study.analysis import read_unblinding
+    from saerad.reader_study.schema import read_unblinding
 
     if not 0.0 <= float(error_rate) <= 1.0:
         raise ValueError(f"simulate_reader: error_rate must be in [0, 1], got {error_rate!r}")

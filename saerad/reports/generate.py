@@ -178,7 +178,8 @@ def generate_reports(
             bar.close()
 
         # Nearest-neighbour baseline
-        missing_nn = [s for s in test["study_id"] if baseline and (int(s), "nearest_neighbour", "-") not in done]
+        missing_nn = ([s for s in test["study_id"] if (int(s), "nearest_neighbour", "-") not in done]
+                      if baseline else [])
         if missing_nn:
             train_tokens, train_index = load_class_tokens(root, split="train")
             test_tokens, test_index = load_class_tokens(root, split="test")
