@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 SAELENS_VENV := .venv-saelens
 SAELENS_STAMP := $(SAELENS_VENV)/.installed
 
-.PHONY: install browser pipeline book book-only check-book test lab benchmark clean clean-artifacts
+.PHONY: install browser pipeline book book-only check-book check-front-matter test lab benchmark clean clean-artifacts
 
 install: $(STAMP)
 
@@ -59,6 +59,12 @@ book-only: install
 check-book: install browser
 	$(PY) -m saerad.book_check _build/html
 
+# The front matter's chapter table (book/rerun.md: parameters, demo times) against the latest run's
+# stage.json records: parameters must match, times within 25 %. The times are those of the project's
+# 2-core machine, so this is a check of that machine's runs, not of CI runners.
+check-front-matter: install
+	$(PY) -m saerad.front_matter --check book/rerun.md
+
 # pytest exits 5 when it collects no test; that is not a failure of the code.
 test: install $(SAELENS_STAMP) browser
 	@$(PY) -m pytest tests; status=$$?; \
@@ -70,6 +76,8 @@ lab: install
 benchmark: install $(SAELENS_STAMP)
 	$(PY) benchmarks/encoder_throughput.py
 	$(PY) benchmarks/sae_training.py
+	$(PY) benchmarks/top_activations.py
+	$(PY) benchmarks/paper_shapes.py
 
 clean:
 	rm -rf _build book/chapters/*.ipynb

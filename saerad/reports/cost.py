@@ -185,3 +185,81 @@ def offline_report_cost(
     table["tflops_per_report"] = table["flops_per_report"] / 1e12
     table["paper_tflops_per_report"] = table.pop("paper_flops_per_report") / 1e12
     return table
+
+
+#: Table 4 of the paper, SAE-Rad's column (its estimates, not measurements).
+PAPER_TABLE4 = {
+    "training images": 239_931,
+    "active training parameters": 76e6,
+    "training TFLOP": 60_000.0,
+    "inference TFLOP per report": PAPER_TFLOP_PER_REPORT,
+}
+
+
+def sae_training_flops_per_step(config, batch_size: int) -> int:
+    """FLOPs of one dense training step (forward of every loss term and backward) of an SAE of ``config``
+    (a :class:`saerad.sae.SAEConfig`) on ``batch_size`` tokens.
+
+    Counted with :class:`FlopCounterMode` on the ``meta`` device, so it costs no
+    arithmetic at any size. The dense step is what the paper's trainer runs;
+    our gathered path (:mod:`saerad.sae.sparse`) does less when few features
+    are live, so this is an upper bound for ours. Adam's element-wise update
+    is not counted (a few FLOPs per parameter, small next to the products).
+    """
+    from saerad.sae import build_sae
+
+    with torch.device("meta"):
+        dense = build_sae(config)
+    dense.gather_below = 0.0  # the dense path: its cost does not depend on the data
+    tokens = torch.zeros(batch_size, config.d_in, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        dense.forward_with_losses(tokens, 1.0)[0]["total"].backward()
+    return int(counter.get_total_flops())
+
+
+def compute_table(sae, n_training_images: int, steps: int, batch_size: int, training_seconds: float,
+                  report_cost: pd.DataFrame, paper_expansion_factor: int = 64, paper_steps: int = 200_000,
+                  paper_batch_size: int = 2048) -> pd.DataFrame:
+    """The analogue of the paper's Table 4 for SAE-Rad: measured here, the paper's shape, the paper's estimate.
+
+    Parameters
+    ----------
+    sae
+        The demo SAE (its config gives the shape; counting runs on the meta device).
+    n_training_images, steps, batch_size, training_seconds
+        Of the demo SAE's training run (``training_seconds`` measured by its trainer).
+    report_cost
+        The output of :func:`offline_report_cost` (its ``total`` rows).
+    paper_expansion_factor, paper_steps, paper_batch_size
+        The paper profile's SAE (Appendix B.1/B.3), counted in the same way.
+
+    Returns
+    -------
+    DataFrame
+        ``quantity, demo_measured, paper_shape_counted, paper_estimate, note``.
+    """
+    from saerad.sae import build_sae, make_config
+
+    paper_config = make_config("sae_rad", d_in=RAD_DINO_SHAPE["hidden_size"], expansion_factor=paper_expansion_factor)
+    demo_parameters = sum(parameter.numel() for parameter in sae.parameters())
+    with torch.device("meta"):
+        paper_parameters = sum(parameter.numel() for parameter in build_sae(paper_config).parameters())
+    demo_step = sae_training_flops_per_step(sae.config, batch_size)
+    paper_step = sae_training_flops_per_step(paper_config, paper_batch_size)
+    totals = report_cost[report_cost["component"].str.startswith("total")].set_index("scale")
+    rows = [
+        ("training images", n_training_images, PAPER_TABLE4["training images"], PAPER_TABLE4["training images"],
+         "unique images whose class tokens train the SAE"),
+        ("active training parameters", demo_parameters, paper_parameters, PAPER_TABLE4["active training parameters"],
+         "SAE parameters (the encoder is frozen and not trained)"),
+        ("training steps x batch", steps * batch_size, paper_steps * paper_batch_size, None, "tokens seen"),
+        ("training TFLOP", demo_step * steps / 1e12, paper_step * paper_steps / 1e12, PAPER_TABLE4["training TFLOP"],
+         "dense step (forward + backward of Eq. 9) counted by PyTorch x steps; ours trains on fewer FLOPs"),
+        ("training seconds", training_seconds, None, None, "measured wall time of the main SAE (2-core CPU)"),
+        ("inference TFLOP per report", totals.loc["demo", "tflops_per_report"],
+         totals.loc["paper", "tflops_per_report"] if "paper" in totals.index else None,
+         PAPER_TABLE4["inference TFLOP per report"], "encoder + SAE counted by PyTorch; offline composer"),
+        ("inference seconds per report", totals.loc["demo", "seconds_per_report"], None, None,
+         "measured end to end on this CPU, one image per report"),
+    ]
+    return pd.DataFrame(rows, columns=["quantity", "demo_measured", "paper_shape_counted", "paper_estimate", "note"])
