@@ -150,7 +150,7 @@ def test_align_to_ground_truth_scores_held_out_rows_and_selects_on_train(tmp_pat
     original = alignment.ground_truth_labels
     # The planted labels are "a", "b", "c", not SynthCXR's findings.
     monkeypatch.setattr(alignment, "ground_truth_labels",
-                        lambda data_dir, idx: original(data_dir, idx, findings=["a", "b", "c"]))
+                        lambda data_dir, idx, **options: original(data_dir, idx, findings=["a", "b", "c"], **options))
     auroc, findings, features = align_to_ground_truth(activations, index, tmp_path)
     _, selected, _ = align_to_ground_truth(activations, index, tmp_path, select_splits=("train",))
     expected = feature_finding_auroc(activations[held], labels.iloc[held].reset_index(drop=True))
@@ -160,3 +160,47 @@ def test_align_to_ground_truth_scores_held_out_rows_and_selects_on_train(tmp_pat
     np.testing.assert_array_equal(selected["best_feature"], train_choice.to_numpy())
     np.testing.assert_allclose(selected["auroc"], [expected.loc[f, c] for c, f in train_choice.items()])
     assert set(features["feature"]) == set(np.flatnonzero((dense[held] != 0).any(axis=0)))
+
+
+def _sided_world(tmp_path, n=400, seed=0):
+    """Finding "a" planted on the left or right (or both); feature 1 fires on left ones, feature 2 on right ones."""
+    rng = np.random.default_rng(seed)
+    side = rng.choice(["", "left", "right", "bilateral"], size=n, p=[0.6, 0.17, 0.17, 0.06])
+    has_a = side != ""
+    dense = np.where(rng.random((n, 6)) < 0.05, rng.random((n, 6)), 0.0)
+    dense[:, 1] = np.where(np.isin(side, ["left", "bilateral"]), 1 + rng.random(n), 0.0)
+    dense[:, 2] = np.where(np.isin(side, ["right", "bilateral"]), 1 + rng.random(n), 0.0)
+    index = pd.DataFrame({"dicom_id": [f"img{i}" for i in range(n)], "study_id": np.arange(n),
+                          "split": np.where(np.arange(n) < n // 2, "train", "test")})
+    truth = pd.DataFrame({"dicom_id": index["dicom_id"], "a": has_a.astype(int), "a_laterality": side,
+                          "b": (rng.random(n) < 0.3).astype(int)})
+    truth.loc[~has_a, "a_laterality"] = None
+    truth.to_csv(tmp_path / "ground_truth.csv", index=False)
+    return sp.csr_matrix(dense), index, side
+
+
+def test_labels_by_side_split_sided_findings_and_count_bilateral_on_both(tmp_path):
+    _, index, side = _sided_world(tmp_path)
+    sided = ground_truth_labels(tmp_path, index, findings=["a", "b"], by_side=True)
+    assert list(sided.columns) == ["a (left)", "a (right)", "b"]
+    np.testing.assert_array_equal(sided["a (left)"], np.isin(side, ["left", "bilateral"]).astype(int))
+    np.testing.assert_array_equal(sided["a (right)"], np.isin(side, ["right", "bilateral"]).astype(int))
+    plain = ground_truth_labels(tmp_path, index, findings=["a", "b"])
+    np.testing.assert_array_equal(sided["b"], plain["b"])
+
+
+def test_a_finding_split_by_side_is_recovered_by_a_pair_not_by_one_feature(tmp_path, monkeypatch):
+    from saerad.features import alignment
+
+    activations, index, _ = _sided_world(tmp_path)
+    original = alignment.ground_truth_labels
+    monkeypatch.setattr(alignment, "ground_truth_labels",
+                        lambda data_dir, idx, **options: original(data_dir, idx, findings=["a"], **options))
+    pairs = alignment.best_feature_pairs(activations, index, tmp_path, candidates=4, splits=("test",))
+    row = pairs.set_index("finding").loc["a"]
+    assert row["single_auroc"] < 0.8 and row["pair_auroc"] > 0.99
+    assert set(row["pair"].split(" + ")) == {"1", "2"}
+    _, by_side, _ = alignment.align_to_ground_truth(activations, index, tmp_path, splits=("test",),
+                                                    select_splits=("train",), by_side=True)
+    assert by_side.set_index("finding")["best_feature"].to_dict() == {"a (left)": 1, "a (right)": 2}
+    assert (by_side["auroc"] > 0.99).all()

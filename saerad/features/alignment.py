@@ -205,8 +205,19 @@ def recovered_fraction(alignment: pd.DataFrame, min_prevalence: float = 0.02, th
     return float(np.mean(np.nan_to_num(aurocs, nan=0.0) >= threshold))
 
 
-def ground_truth_labels(data_dir: str | Path, index: pd.DataFrame, findings: list[str] | None = None) -> pd.DataFrame:
+#: Laterality values that put a finding on both sides of the chest.
+BOTH_SIDES = ("bilateral", "bibasilar")
+
+
+def ground_truth_labels(data_dir: str | Path, index: pd.DataFrame, findings: list[str] | None = None,
+                        by_side: bool = False) -> pd.DataFrame:
     """SynthCXR's planted findings (0/1) for the images of ``index``, in its row order.
+
+    With ``by_side``, a finding that SynthCXR plants on a side (it has a
+    ``<finding>_laterality`` column) becomes two columns, ``<finding> (left)``
+    and ``<finding> (right)``; bilateral or bibasilar findings count on both.
+    An SAE that learns "left effusion" and "right effusion" as two features
+    is then judged on the findings it actually separated.
 
     Raises if the data stage wrote no ``ground_truth.csv`` (MIMIC-CXR has no
     planted ground truth) or if an image of ``index`` is missing from it.
@@ -225,8 +236,21 @@ def ground_truth_labels(data_dir: str | Path, index: pd.DataFrame, findings: lis
     unknown = ~index["dicom_id"].isin(truth.index)
     if unknown.any():
         raise ValueError(f"{path} has no row for {int(unknown.sum())} image(s), e.g. {index['dicom_id'][unknown].iloc[0]}")
-    labels = truth.loc[index["dicom_id"].to_numpy(), findings].reset_index(drop=True)
-    return labels.fillna(0).astype(np.int8)
+    rows = truth.loc[index["dicom_id"].to_numpy()].reset_index(drop=True)
+    labels = rows[findings].fillna(0).astype(np.int8)
+    if not by_side:
+        return labels
+    sided = {}
+    for finding in findings:
+        side_column = f"{finding}_laterality"
+        if side_column not in rows.columns:
+            sided[finding] = labels[finding]
+            continue
+        side = rows[side_column].fillna("")
+        for name in ("left", "right"):
+            sided[f"{finding} ({name})"] = (labels[finding].astype(bool)
+                                             & side.isin((name,) + BOTH_SIDES)).astype(np.int8)
+    return pd.DataFrame(sided)
 
 
 def _split_rows(index: pd.DataFrame, splits: tuple[str, ...]) -> np.ndarray:
@@ -238,7 +262,7 @@ def _split_rows(index: pd.DataFrame, splits: tuple[str, ...]) -> np.ndarray:
 
 def align_to_ground_truth(
     activations: sp.spmatrix, index: pd.DataFrame, data_dir: str | Path, splits: tuple[str, ...] = ("validate", "test"),
-    select_splits: tuple[str, ...] | None = None,
+    select_splits: tuple[str, ...] | None = None, by_side: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """AUROC table, per-finding and per-feature alignment on the rows of ``splits``.
 
@@ -251,6 +275,8 @@ def align_to_ground_truth(
         If given (e.g. ``("train",)``), each finding's feature is chosen on
         these rows and scored on ``splits`` (see :func:`finding_alignment`);
         otherwise it is chosen and scored on the same rows.
+    by_side
+        Judge side-specific findings per side (see :func:`ground_truth_labels`).
 
     Returns
     -------
@@ -261,13 +287,58 @@ def align_to_ground_truth(
     activations = sp.csr_matrix(activations)
     rows = _split_rows(index, splits)
     subset = activations[rows]
-    labels = ground_truth_labels(data_dir, index.iloc[rows].reset_index(drop=True))
+    labels = ground_truth_labels(data_dir, index.iloc[rows].reset_index(drop=True), by_side=by_side)
     auroc = feature_finding_auroc(subset, labels)
     selection = None
     if select_splits is not None:
         select_rows = _split_rows(index, select_splits)
-        select_labels = ground_truth_labels(data_dir, index.iloc[select_rows].reset_index(drop=True))
+        select_labels = ground_truth_labels(data_dir, index.iloc[select_rows].reset_index(drop=True), by_side=by_side)
         selection = feature_finding_auroc(activations[select_rows], select_labels)
     findings = finding_alignment(auroc, labels.mean(axis=0), selection_auroc=selection)
     features = feature_alignment(subset, labels, auroc)
     return auroc, findings, features
+
+
+def best_feature_pairs(
+    activations: sp.spmatrix, index: pd.DataFrame, data_dir: str | Path, candidates: int = 8,
+    splits: tuple[str, ...] = ("validate", "test"), select_splits: tuple[str, ...] = ("train",),
+    by_side: bool = False,
+) -> pd.DataFrame:
+    """Is a finding the union of two features? The best pair against the best single feature.
+
+    For each finding, among the ``candidates`` features with the highest AUROC
+    on the ``select_splits`` rows, the pair whose element-wise maximum scores
+    the finding best on those rows is chosen; both the best single feature's
+    and the pair's AUROC are then measured on the ``splits`` rows. A pair far
+    above its single feature means the SAE split the finding (e.g. by side or
+    size) rather than missed it: feature splitting, not a blind spot.
+
+    Returns
+    -------
+    DataFrame
+        ``finding, prevalence, single_feature, single_auroc, pair, pair_auroc``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    activations = sp.csc_matrix(activations)
+    select_rows, score_rows = _split_rows(index, select_splits), _split_rows(index, splits)
+    select_labels = ground_truth_labels(data_dir, index.iloc[select_rows].reset_index(drop=True), by_side=by_side)
+    score_labels = ground_truth_labels(data_dir, index.iloc[score_rows].reset_index(drop=True), by_side=by_side)
+    selection = feature_finding_auroc(activations[select_rows], select_labels)
+    rows = []
+    for finding in select_labels.columns:
+        y_select, y_score = select_labels[finding].to_numpy(), score_labels[finding].to_numpy()
+        if y_select.min() == y_select.max() or y_score.min() == y_score.max():
+            continue  # no positives or no negatives: AUROC undefined
+        top = selection[finding].nlargest(candidates).index.to_numpy()
+        selected = activations[select_rows][:, top].toarray()
+        scored = activations[score_rows][:, top].toarray()
+        pairs = [(i, j) for i in range(len(top)) for j in range(i + 1, len(top))]
+        first, second = max(pairs, key=lambda pair: roc_auc_score(
+            y_select, np.maximum(selected[:, pair[0]], selected[:, pair[1]])))
+        rows.append({"finding": finding, "prevalence": float(y_score.mean()), "single_feature": int(top[0]),
+                     "single_auroc": float(roc_auc_score(y_score, scored[:, 0])),
+                     "pair": f"{top[first]} + {top[second]}",
+                     "pair_auroc": float(roc_auc_score(y_score, np.maximum(scored[:, first], scored[:, second])))})
+    return pd.DataFrame(rows, columns=["finding", "prevalence", "single_feature", "single_auroc", "pair",
+                                       "pair_auroc"])
