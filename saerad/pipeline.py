@@ -57,6 +57,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("features", "03_features.ipynb", "Reading the features"),
     Stage("reports", "04_reports.ipynb", "Writing reports from features"),
     Stage("metrics", "05_metrics.ipynb", "Scoring the reports: Tables 1 and 2"),
+    Stage("counterfactuals", "06_counterfactual.ipynb", "Counterfactual images"),
     Stage("reader_study", "07_reader_study.ipynb", "The reader study"),
 )
 

@@ -11,7 +11,10 @@ from saerad.pipeline import REPO_ROOT, run
 
 TINY = ["data.n_patients=40", "data.image_size=128", "encode.projection_points=60", "sae.steps=60",
         "sae.comparison_steps=30", "sae.checkpoint_every=20", "sae.batch_size=32", "sae.expansion_factor=2",
-        "sae.table5_expansion_factors=[1, 2, 4]", "reader_study.n_cases=2", "reader_study.simulated_cases=4"]
+        "sae.table5_expansion_factors=[1, 2, 4]", "reader_study.n_cases=2", "reader_study.simulated_cases=4",
+        "counterfactuals.image_size=16", "counterfactuals.channels=[8, 8, 8]", "counterfactuals.epochs=1",
+        "counterfactuals.batch_size=8", "counterfactuals.checkpoint_every=2", "counterfactuals.sampling_steps=2",
+        "counterfactuals.images_per_group=3"]
 
 
 @pytest.mark.slow
@@ -21,9 +24,9 @@ def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
                   chapters_dir=tmp_path / "chapters",
                   timeout=600)
     assert outcome == {"data": "ran", "encode": "ran", "sae": "ran", "features": "ran", "reports": "ran",
-                       "metrics": "ran", "reader_study": "ran"}
+                       "metrics": "ran", "counterfactuals": "ran", "reader_study": "ran"}
     for name in ("00_data.ipynb", "01_encode.ipynb", "02_sae.ipynb", "03_features.ipynb", "04_reports.ipynb",
-                 "05_metrics.ipynb", "07_reader_study.ipynb"):
+                 "05_metrics.ipynb", "06_counterfactual.ipynb", "07_reader_study.ipynb"):
         executed = nbformat.read(tmp_path / "chapters" / name, as_version=4)
         errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.output_type == "error"]
@@ -82,6 +85,17 @@ def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
     assert {f"SAE-Rad {sae} (offline composer)" for sae in sweep["sae"]} <= set(table2["system"])
     check = pd.read_csv(metrics / "pycocoevalcap_check.csv")
     assert check["abs_difference"].max() <= 1e-6
+
+    counterfactuals = tmp_path / "artifacts/demo/counterfactuals"
+    axioms = pd.read_csv(counterfactuals / "axioms.csv")
+    assert list(axioms.columns) == ["feature", "finding", "measure", "value", "n", "N", "note"]
+    assert {"pacemaker", "cardiomegaly"} <= set(axioms["finding"])  # measured, or an n/a row saying why
+    # the null intervention returns the token exactly, so its image is the reconstruction's
+    null = axioms[axioms["measure"] == "composability: |null - reconstruction|"]
+    assert len(null) >= 1 and (null["value"] == 0).all()
+    measured = axioms[axioms["feature"] >= 0]
+    assert (measured["n"] <= measured["N"]).all() and not measured["note"].str.startswith("n/a").any()
+    assert {"decoder.safetensors", "checkpoint.pt", "history.csv"} <= {p.name for p in (counterfactuals / "decoder").iterdir()}
 
     reader = tmp_path / "artifacts/demo/reader_study"
     assert {"review.html", "unblinding.json", "cases.json"} <= {p.name for p in (reader / "review_page").iterdir()}
@@ -152,4 +166,4 @@ def _built_book_renders_in_chromium(tmp_path):
     if find_chromium() is None:
         pytest.skip("no system chromium on PATH (`make browser` installs it): the book built, not rendered")
     table = check_book(root / "_build" / "html", chapter_pages(root / "_toc.yml"))
-    assert len(table) == 7 and table["passed"].all(), table.to_string()
+    assert len(table) == 8 and table["passed"].all(), table.to_string()

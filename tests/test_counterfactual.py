@@ -1,0 +1,336 @@
+"""The diffusion decoder, its training, SAE interventions and the counterfactual measures (tiny sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import saerad.counterfactual.train as train_module
+from saerad.counterfactual import axioms
+from saerad.counterfactual.decoder import (
+    ConditionalDDPM, DecoderConfig, noise_prediction_loss, noise_schedule, sample_images, starting_noise,
+)
+from saerad.counterfactual.experiment import beta_for, chosen_features, features_by_description, pick_rows
+from saerad.counterfactual.interventions import (
+    add_then_remove, code_value, counterfactual_tokens, decode_conditions, do,
+)
+from saerad.counterfactual.train import DecoderTrainConfig, load_decoder, train_decoder
+from saerad.sae import make_config
+from saerad.sae.models import build_sae
+from saerad.sae.train import CheckpointMismatch, TrainingDiverged
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: a second thread only adds synchronisation on a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+TINY = DecoderConfig(token_dim=6, image_size=8, channels=(4, 8, 8), norm_groups=4, condition_dim=16, seed=3)
+SHORT = DecoderTrainConfig(epochs=3, batch_size=4, lr=1e-3, lr_warmup_steps=2, checkpoint_every=4, log_every=3, seed=5)
+
+
+def _data(n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    tokens = rng.normal(size=(n, TINY.token_dim)).astype(np.float32)
+    pixels = rng.uniform(size=(n, TINY.image_size, TINY.image_size)).astype(np.float32)
+    return tokens, pixels
+
+
+# -- the decoder ---------------------------------------------------------------------------------------------------
+
+
+def test_condition_is_projected_to_1024_values_and_broadcast_to_the_image_grid():
+    config = DecoderConfig(token_dim=5, image_size=64, channels=(8, 8, 8), norm_groups=4)
+    model = ConditionalDDPM(config)
+    assert model.project.out_features == 1024
+    tokens = torch.randn(2, 5)
+    grid = model.condition_map(tokens)
+    assert grid.shape == (2, 1, 64, 64)
+    projected = model.project(tokens).view(2, 32, 32)
+    # each of the 32 x 32 projected values covers one 2 x 2 block of the 64 x 64 image
+    assert torch.equal(grid[:, 0, ::2, ::2], projected) and torch.equal(grid[:, 0, 1::2, 1::2], projected)
+    noisy = torch.randn(2, 1, 64, 64)
+    assert model(noisy, torch.tensor([0, 999]), tokens).shape == (2, 1, 64, 64)
+    # at 32 x 32 the grid is the image
+    small = ConditionalDDPM(DecoderConfig(token_dim=5, image_size=32, channels=(8, 8, 8), norm_groups=4))
+    assert torch.equal(small.condition_map(tokens)[:, 0], small.project(tokens).view(2, 32, 32))
+
+
+def test_unet_has_three_levels_of_two_residual_units_with_attention_below_the_top():
+    unet = ConditionalDDPM(TINY).unet
+    assert [type(block).__name__ for block in unet.down_blocks] == ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"]
+    assert [type(block).__name__ for block in unet.up_blocks] == ["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
+    assert all(len(block.resnets) == 2 for block in unet.down_blocks)
+    assert unet.mid_block is None
+    assert unet.conv_in.in_channels == 2 and unet.conv_out.out_channels == 1
+
+
+def test_bad_decoder_config_names_the_field():
+    with pytest.raises(ValueError, match="condition_dim must be a perfect square"):
+        DecoderConfig(token_dim=4, condition_dim=1000)
+    with pytest.raises(ValueError, match="norm_groups=8 must divide"):
+        DecoderConfig(token_dim=4, channels=(12, 16, 16))
+    with pytest.raises(ValueError, match="tokens must have shape \\[n, 6\\]"):
+        ConditionalDDPM(TINY).condition_map(torch.zeros(2, 7))
+
+
+def test_noise_prediction_loss_is_eq_12():
+    model = ConditionalDDPM(TINY)
+    schedule = noise_schedule(TINY)
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 1, 8, 8, generator=generator) * 2 - 1
+    tokens = torch.randn(3, 6, generator=generator)
+    timesteps = torch.tensor([0, 500, 999])
+    noise = torch.randn(3, 1, 8, 8, generator=generator)
+    # Ho et al.: betas linear from 1e-4 to 0.02 over 1000 steps, alpha_bar_t the running product of 1 - beta.
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    alpha_bar = torch.cumprod(1 - betas, dim=0).float()[timesteps].view(-1, 1, 1, 1)
+    noisy = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+    expected = ((model(noisy, timesteps, tokens) - noise) ** 2).mean()
+    assert noise_prediction_loss(model, schedule, x0, tokens, timesteps, noise).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_shared_noise_makes_identical_conditions_give_identical_images():
+    model = ConditionalDDPM(TINY).eval()
+    tokens = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
+    other = tokens.clone()
+    other[2] += 3.0
+    noise = starting_noise(5, 8, seed=7)
+    images = decode_conditions(model, {"a": tokens, "b": tokens.clone(), "c": other}, noise, steps=3, batch_size=2)
+    assert np.array_equal(images["a"], images["b"])
+    assert images["a"].shape == (5, 8, 8) and images["a"].min() >= 0 and images["a"].max() <= 1
+    # only row 2's token differs, so only row 2's image does
+    changed = np.abs(images["a"] - images["c"]).reshape(5, -1).max(axis=1) > 0
+    assert changed.tolist() == [False, False, True, False, False]
+    # another noise gives another image; the same seed the same one
+    assert not np.array_equal(images["a"], sample_images(model, tokens, starting_noise(5, 8, seed=8), steps=3))
+    assert np.array_equal(images["a"], sample_images(model, tokens, starting_noise(5, 8, seed=7), steps=3, batch_size=2))
+
+
+# -- training --------------------------------------------------------------------------------------------------------
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+def test_resume_after_crash_is_bit_identical(tmp_path, monkeypatch):
+    tokens, pixels = _data()
+    reference = train_decoder(tokens, pixels, TINY, SHORT, tmp_path / "uninterrupted", progress=False)
+    assert reference.steps == 9  # 3 epochs of 12 // 4 batches
+
+    real_write = train_module._write_checkpoint
+    written = []
+
+    def crash_after_first_checkpoint(path, payload):
+        real_write(path, payload)
+        written.append(payload["step"])
+        if len(written) == 1:
+            raise SimulatedCrash
+
+    monkeypatch.setattr(train_module, "_write_checkpoint", crash_after_first_checkpoint)
+    with pytest.raises(SimulatedCrash):
+        train_decoder(tokens, pixels, TINY, SHORT, tmp_path / "resumed", progress=False)
+    assert written == [4]
+    monkeypatch.setattr(train_module, "_write_checkpoint", real_write)
+    resumed = train_decoder(tokens, pixels, TINY, SHORT, tmp_path / "resumed", progress=False)
+
+    reference_state, resumed_state = reference.model.state_dict(), resumed.model.state_dict()
+    assert reference_state.keys() == resumed_state.keys()
+    for key in reference_state:
+        assert torch.equal(reference_state[key], resumed_state[key]), key
+    pd.testing.assert_frame_equal(reference.history, resumed.history)
+    loaded = load_decoder(tmp_path / "resumed")
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, reference_state[key]), key
+
+
+def test_validation_loss_is_recorded_and_another_runs_checkpoint_is_rejected(tmp_path):
+    tokens, pixels = _data()
+    result = train_decoder(tokens, pixels, TINY, SHORT, tmp_path, validation=_data(4, seed=1), progress=False)
+    assert result.history["validation_loss"].notna().sum() == 3  # checkpoints after steps 4, 8 and the last
+    other = DecoderTrainConfig(**{**SHORT.to_dict(), "lr": 5e-4})
+    with pytest.raises(CheckpointMismatch, match=r"train_config\.lr: checkpoint 0\.001 vs requested 0\.0005"):
+        train_decoder(tokens, pixels, TINY, other, tmp_path, progress=False)
+    with pytest.raises(CheckpointMismatch, match="data"):
+        train_decoder(*_data(seed=2), TINY, SHORT, tmp_path, progress=False)
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real_loss = train_module.noise_prediction_loss
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 7 else loss  # step 6
+
+    monkeypatch.setattr(train_module, "noise_prediction_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="step 6: loss is nan") as caught:
+        train_decoder(*_data(), TINY, SHORT, tmp_path, progress=False)
+    assert caught.value.step == 6 and "last good checkpoint stays at" in str(caught.value)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == 4
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+    assert not (tmp_path / "decoder.safetensors").exists()
+
+
+def test_bad_training_input_names_the_field():
+    tokens, pixels = _data()
+    with pytest.raises(ValueError, match=r"training pixels must have shape \[12, 8, 8\]"):
+        train_decoder(tokens, pixels[:, :4, :4], TINY, SHORT, "unused", progress=False)
+    with pytest.raises(ValueError, match=r"pixels must be grey values in \[0, 1\]"):
+        train_decoder(tokens, pixels * 255, TINY, SHORT, "unused", progress=False)
+    with pytest.raises(ValueError, match="DecoderTrainConfig.batch_size must be positive"):
+        DecoderTrainConfig(epochs=1, batch_size=0)
+
+
+# -- interventions --------------------------------------------------------------------------------------------------
+
+
+def _gated_sae():
+    sae = build_sae(make_config("sae_rad", d_in=6, expansion_factor=4, seed=0))
+    with torch.no_grad():  # a trained-looking SAE: open gates, free decoder norms
+        sae.b_gate.fill_(0.3)
+        sae.W_dec.mul_(torch.linspace(0.5, 2.0, 24).unsqueeze(1))
+    return sae
+
+
+def test_null_intervention_returns_the_token_exactly():
+    sae = _gated_sae()
+    z = torch.randn(8, 6, generator=torch.Generator().manual_seed(0)) * 3
+    h = sae.encode(z)
+    feature = int(h.abs().sum(dim=0).argmax())
+    assert torch.equal(counterfactual_tokens(sae, z, feature, h[:, feature]), z)
+    # any other value changes the token along the feature's decoder row, and only there
+    changed = counterfactual_tokens(sae, z, feature, h[:, feature] + 2.0)
+    assert torch.allclose(changed - z, 2.0 * sae.W_dec[feature].detach().expand(8, 6), atol=1e-5)
+    # Eq. 14 plus delta, written as in the appendix
+    appendix = sae.decode(do(h, feature, 1.5)) - (sae.decode(h) - z)
+    assert torch.allclose(counterfactual_tokens(sae, z, feature, 1.5), appendix, atol=1e-5)
+
+
+def test_do_sets_one_code_and_copies():
+    h = torch.arange(12.0).view(3, 4)
+    out = do(h, 2, 9.0)
+    assert out[:, 2].tolist() == [9.0, 9.0, 9.0] and torch.equal(out[:, [0, 1, 3]], h[:, [0, 1, 3]])
+    assert h[0, 2] == 2.0  # not in place
+    assert do(h, 1, torch.tensor([1.0, 2.0, 3.0]))[:, 1].tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="feature index"):
+        do(h, 4, 1.0)
+
+
+def test_add_then_remove_returns_the_token_when_the_sae_reads_back_what_was_written():
+    # An SAE with orthonormal decoder rows and encoder = decoder transposed reads codes back exactly.
+    sae = build_sae(make_config("conerly", d_in=6, expansion_factor=1, seed=0))
+    basis, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        sae.W_dec.copy_(basis.T)
+        sae.W_enc.copy_(basis)
+    z = torch.rand(5, 6, generator=torch.Generator().manual_seed(2)) @ basis.T  # positive codes
+    cycle = add_then_remove(sae, z, feature=3, beta=4.0)
+    assert torch.allclose(cycle.readback, torch.full((5,), 4.0), atol=1e-5)
+    assert torch.allclose(cycle.returned, z, atol=1e-5)
+    assert not torch.allclose(cycle.added, z, atol=1e-2)
+
+
+def test_cycle_residual_is_what_the_sae_fails_to_read_back():
+    sae = _gated_sae()
+    z = torch.randn(6, 6, generator=torch.Generator().manual_seed(3)) * 3
+    cycle = add_then_remove(sae, z, feature=5, beta=7.0)
+    expected = (7.0 - cycle.readback).unsqueeze(1) * sae.W_dec[5].detach()
+    assert torch.allclose(cycle.returned - z, expected, atol=1e-4)
+
+
+def test_code_value_converts_the_reported_activation():
+    sae = _gated_sae()
+    norm = float(sae.W_dec[10].detach().norm())
+    assert code_value(sae, 10, 3.0 * norm) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="feature must be an index"):
+        code_value(sae, 24, 1.0)
+    with pytest.raises(ValueError, match=r"tokens must have shape \[n, 6\]"):
+        counterfactual_tokens(sae, torch.zeros(2, 5), 0, 1.0)
+
+
+# -- measures -----------------------------------------------------------------------------------------------------
+
+
+def test_iou_on_hand_made_masks():
+    truth = np.zeros((4, 4, 4), dtype=bool)
+    predicted = np.zeros_like(truth)
+    truth[0, :2, :2] = True; predicted[0, :2, :2] = True            # identical: 1
+    truth[1, :2, :2] = True; predicted[1, :2, :] = True             # 4 of 8: 0.5
+    truth[2, 0, 0] = True                                           # nothing predicted: 0
+    predicted[3, 1, 1] = True                                       # no true mask: undefined
+    iou = axioms.intersection_over_union(predicted, truth)
+    assert iou[:3].tolist() == [1.0, 0.5, 0.0] and np.isnan(iou[3])
+    assert axioms.segment(np.array([[0.05, 0.2]]), 0.1).tolist() == [[False, True]]
+    with pytest.raises(ValueError, match="masks differ in shape"):
+        axioms.intersection_over_union(predicted, truth[:, :2])
+
+
+def test_rows_report_counts():
+    row = axioms.rate_row(7, "pacemaker", "m", np.array([True, False, True]), "")
+    assert (row["n"], row["N"], row["value"]) == (2, 3, pytest.approx(2 / 3))
+    row = axioms.mean_row(7, "pacemaker", "m", np.array([0.5, np.nan, 1.0]), "")
+    assert (row["n"], row["N"], row["value"]) == (2, 3, 0.75)
+    assert list(axioms.axioms_table([row]).columns) == list(axioms.AXIOM_COLUMNS)
+    assert axioms.image_distance(np.zeros((2, 3, 3)), np.full((2, 3, 3), 0.25)).tolist() == [0.25, 0.25]
+
+
+def test_classifier_detects_a_bright_patch():
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 0.5, size=(60, 8, 8)).astype(np.float32)
+    labels = np.arange(60) % 2
+    pixels[labels == 1, 2:4, 2:4] += 0.5
+    classifier = axioms.FindingClassifier.fit("patch", pixels[:40], labels[:40])
+    assert classifier.auroc(pixels[40:], labels[40:]) > 0.95
+    assert classifier.detects(pixels[40:]).tolist() == (labels[40:] == 1).tolist()
+    with pytest.raises(ValueError, match="need both classes"):
+        axioms.FindingClassifier.fit("patch", pixels[:5], np.zeros(5))
+
+
+def test_features_come_from_the_alignment_table(tmp_path):
+    path = tmp_path / "finding_alignment.csv"
+    pd.DataFrame({"finding": ["cardiomegaly", "pacemaker"], "best_feature": [17, 4], "auroc": [0.9, 1.0]}).to_csv(path, index=False)
+    chosen = chosen_features(path, ["pacemaker", "cardiomegaly"])
+    assert chosen.to_dict("list") == {"finding": ["pacemaker", "cardiomegaly"], "feature": [4, 17], "auroc": [1.0, 0.9]}
+    with pytest.raises(ValueError, match=r"findings \['edema'\] are not in"):
+        chosen_features(path, ["edema"])
+    with pytest.raises(FileNotFoundError, match="run the features stage first"):
+        chosen_features(tmp_path / "absent.csv", ["pacemaker"])
+
+
+def test_beta_on_the_code_scale_and_image_picks():
+    sae = _gated_sae()
+    stats = pd.DataFrame({"feature": np.arange(24), "q99": np.full(24, 6.0)})
+    beta, how = beta_for(sae, stats, 10, None, "q99")
+    assert beta == pytest.approx(6.0 / float(sae.W_dec[10].detach().norm())) and "q99" in how
+    assert beta_for(sae, stats, 10, 15.0, "q99")[0] == 15.0
+    with pytest.raises(ValueError, match="beta_quantile='q42'"):
+        beta_for(sae, stats, 10, None, "q42")
+    labels = np.array([0, 1, 0, 0, 1, 0, 1, 0])
+    without, with_ = pick_rows(labels, 2, seed=0)
+    assert len(without) == 2 and len(with_) == 2 and not labels[without].any() and labels[with_].all()
+    assert [r.tolist() for r in pick_rows(labels, 2, seed=0)] == [without.tolist(), with_.tolist()]
+    assert len(pick_rows(labels, 10, seed=0)[1]) == 3
+
+
+def test_without_planted_truth_features_are_found_by_their_descriptions(tmp_path):
+    from saerad.features.descriptions import FeatureDescription, write_descriptions
+
+    path = write_descriptions(tmp_path / "descriptions.jsonl", [
+        FeatureDescription(3, "ok", "a left-sided cardiac pacemaker with leads"),
+        FeatureDescription(8, "ok", "an enlarged cardiac silhouette, i.e. cardiomegaly"),
+        FeatureDescription(9, "flagged", "", flag_reason="no shared statement"),
+    ])
+    chosen = features_by_description(path, ["pacemaker", "cardiomegaly"])
+    assert chosen["feature"].tolist() == [3, 8] and (chosen["similarity"] > 0).all()
+    with pytest.raises(ValueError, match="no feature description mentions 'pneumothorax'"):
+        features_by_description(path, ["pneumothorax"])
