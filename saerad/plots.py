@@ -73,3 +73,36 @@ def projection_panels(
         figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def array_grid(
+    rows: Sequence[Sequence[np.ndarray | None]],
+    row_labels: Sequence[str],
+    column_titles: Sequence[str] | None = None,
+    size: float = 1.25,
+    cmaps: Sequence[Sequence[str]] | None = None,
+    contours: Sequence[Sequence[np.ndarray | None]] | None = None,
+) -> plt.Figure:
+    """Images held as arrays in ``[0, 1]``, ``rows[r][c]``, with a label per row.
+
+    ``None`` leaves a cell empty; ``cmaps`` gives a colour map per cell (grey by
+    default); ``contours`` outlines a boolean mask (e.g. a planted finding's) on a cell.
+    """
+    n_rows, n_cols = len(rows), len(rows[0])
+    figure, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * size + 0.8, n_rows * size + 0.3), squeeze=False)
+    for r in range(n_rows):
+        for c in range(n_cols):
+            axis = axes[r][c]
+            if rows[r][c] is None:
+                axis.axis("off")
+                continue
+            axis.imshow(rows[r][c], cmap=(cmaps[r][c] if cmaps else "gray"), vmin=0, vmax=1, interpolation="nearest")
+            if contours is not None and contours[r][c] is not None:
+                axis.contour(contours[r][c], levels=[0.5], colors="#00b4ff", linewidths=0.7)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if r == 0 and column_titles:
+                axis.set_title(column_titles[c], fontsize=7)
+        axes[r][0].set_ylabel(row_labels[r], fontsize=7)
+    figure.tight_layout()
+    return figure

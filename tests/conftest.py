@@ -298,3 +298,36 @@ def write_ground_truth(path: Path, planted: dict) -> Path:
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by :func:`crash_after_checkpoints` to stop a trainer as a killed process would."""
+
+
+def crash_after_checkpoints(monkeypatch, train_module, count: int, error: type[BaseException] = SimulatedCrash) -> list:
+    """Make ``train_module``'s trainer raise ``error`` right after writing its ``count``-th checkpoint.
+
+    Returns the list the steps of the written checkpoints are appended to. Undo with
+    ``monkeypatch.setattr(train_module, "_write_checkpoint", saerad.checkpoints.write_checkpoint)``.
+    """
+    real_write, written = train_module._write_checkpoint, []
+
+    def write_then_crash(path, payload):
+        real_write(path, payload)
+        written.append(payload["step"])
+        if len(written) == count:
+            raise error
+
+    monkeypatch.setattr(train_module, "_write_checkpoint", write_then_crash)
+    return written
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: a second thread only adds synchronisation on a shared 2-core machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

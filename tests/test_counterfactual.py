@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import saerad.counterfactual.train as train_module
+from conftest import SimulatedCrash, crash_after_checkpoints
+from saerad.checkpoints import write_checkpoint
 from saerad.counterfactual import axioms
 from saerad.counterfactual.decoder import (
     ConditionalDDPM, DecoderConfig, noise_prediction_loss, noise_schedule, sample_images, starting_noise,
@@ -19,16 +21,10 @@ from saerad.counterfactual.interventions import (
 from saerad.counterfactual.train import DecoderTrainConfig, load_decoder, train_decoder
 from saerad.sae import make_config
 from saerad.sae.models import build_sae
-from saerad.sae.train import CheckpointMismatch, TrainingDiverged
+from saerad.checkpoints import CheckpointMismatch, TrainingDiverged
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second thread only adds synchronisation on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
 
 
 TINY = DecoderConfig(token_dim=6, image_size=8, channels=(4, 8, 8), norm_groups=4, condition_dim=16, seed=3)
@@ -116,29 +112,16 @@ def test_shared_noise_makes_identical_conditions_give_identical_images():
 # -- training --------------------------------------------------------------------------------------------------------
 
 
-class SimulatedCrash(RuntimeError):
-    pass
-
-
 def test_resume_after_crash_is_bit_identical(tmp_path, monkeypatch):
     tokens, pixels = _data()
     reference = train_decoder(tokens, pixels, TINY, SHORT, tmp_path / "uninterrupted", progress=False)
     assert reference.steps == 9  # 3 epochs of 12 // 4 batches
 
-    real_write = train_module._write_checkpoint
-    written = []
-
-    def crash_after_first_checkpoint(path, payload):
-        real_write(path, payload)
-        written.append(payload["step"])
-        if len(written) == 1:
-            raise SimulatedCrash
-
-    monkeypatch.setattr(train_module, "_write_checkpoint", crash_after_first_checkpoint)
+    written = crash_after_checkpoints(monkeypatch, train_module, 1)
     with pytest.raises(SimulatedCrash):
         train_decoder(tokens, pixels, TINY, SHORT, tmp_path / "resumed", progress=False)
     assert written == [4]
-    monkeypatch.setattr(train_module, "_write_checkpoint", real_write)
+    monkeypatch.setattr(train_module, "_write_checkpoint", write_checkpoint)
     resumed = train_decoder(tokens, pixels, TINY, SHORT, tmp_path / "resumed", progress=False)
 
     reference_state, resumed_state = reference.model.state_dict(), resumed.model.state_dict()

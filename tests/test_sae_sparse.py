@@ -16,18 +16,14 @@ from saerad.sae.models import build_sae
 from saerad.sae.sparse import live_columns
 from saerad.sae.train import make_optimizer, optimisation_step
 
-from conftest import trained_like_sae
+from conftest import crash_after_checkpoints, trained_like_sae
+from saerad.checkpoints import write_checkpoint
 
 DENSE, GATHERED = 0.0, 2.0  # gather_below values forcing each path
 D_IN, EXPANSION, BATCH = 16, 16, 48
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
 
 
 def _sparse_sae(name: str, overrides: dict | None = None):
@@ -138,17 +134,10 @@ def test_training_resume_is_bit_identical_on_the_gathered_path(tmp_path, monkeyp
     reference = train_sae(tokens, config, short, tmp_path / "uninterrupted", progress=False)
     assert reference.sae.gather_below == GATHERED
 
-    real_write, written = train_module._write_checkpoint, []
-
-    def crash_after_first_checkpoint(path, payload):
-        real_write(path, payload)
-        written.append(payload["step"])
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "_write_checkpoint", crash_after_first_checkpoint)
+    written = crash_after_checkpoints(monkeypatch, train_module, 1, error=KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         train_sae(tokens, config, short, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(train_module, "_write_checkpoint", real_write)
+    monkeypatch.setattr(train_module, "_write_checkpoint", write_checkpoint)
     resumed = train_sae(tokens, config, short, tmp_path / "resumed", progress=False)
     assert written == [4]
     for key, value in reference.sae.state_dict().items():

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import saerad.sae.train as train_module
+from conftest import SimulatedCrash, crash_after_checkpoints
+from saerad.checkpoints import write_checkpoint
 from saerad.sae import (
     CheckpointMismatch, TrainConfig, TrainingDiverged, evaluate_sae, load_sae, make_config, train_sae,
 )
@@ -15,14 +17,7 @@ from saerad.sae.models import GatedSAE
 from saerad.sae.schedule import l1_coefficient, learning_rate
 from saerad.sae.train import BatchOrder
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Every model here is tiny: a second thread only adds synchronisation
-    (up to 10x slower when another process is busy on a 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
 
 
 # -- schedules ------------------------------------------------------------------
@@ -83,28 +78,15 @@ SMALL = make_config("sae_rad", 8, 4)
 SHORT = TrainConfig(steps=12, batch_size=32, lr=1e-2, l1_coefficient=1e-2, checkpoint_every=4, log_every=3)
 
 
-class SimulatedCrash(RuntimeError):
-    pass
-
-
 def test_resume_after_crash_is_bit_identical(tmp_path, monkeypatch):
     tokens = _tokens()
     reference = train_sae(tokens, SMALL, SHORT, tmp_path / "uninterrupted", progress=False)
 
-    real_write = train_module._write_checkpoint
-    written = []
-
-    def crash_after_second_checkpoint(path, payload):
-        real_write(path, payload)
-        written.append(payload["step"])
-        if len(written) == 2:
-            raise SimulatedCrash
-
-    monkeypatch.setattr(train_module, "_write_checkpoint", crash_after_second_checkpoint)
+    written = crash_after_checkpoints(monkeypatch, train_module, 2)
     with pytest.raises(SimulatedCrash):
         train_sae(tokens, SMALL, SHORT, tmp_path / "resumed", progress=False)
     assert written == [4, 8]
-    monkeypatch.setattr(train_module, "_write_checkpoint", real_write)
+    monkeypatch.setattr(train_module, "_write_checkpoint", write_checkpoint)
     resumed = train_sae(tokens, SMALL, SHORT, tmp_path / "resumed", progress=False)
 
     reference_state, resumed_state = reference.sae.state_dict(), resumed.sae.state_dict()

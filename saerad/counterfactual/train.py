@@ -33,7 +33,10 @@ from saerad.counterfactual.decoder import (
     ConditionalDDPM, DecoderConfig, noise_prediction_loss, noise_schedule, to_model_range,
 )
 from saerad.io import atomic_path, read_json, write_json, write_table
-from saerad.sae.train import BatchOrder, CheckpointMismatch, TrainingDiverged
+from saerad.checkpoints import CheckpointMismatch, TrainingDiverged, check_same_run
+from saerad.checkpoints import check_parameters_finite as _check_parameters_finite
+from saerad.checkpoints import write_checkpoint as _write_checkpoint
+from saerad.sae.train import BatchOrder
 
 CHECKPOINT_FILENAME = "checkpoint.pt"
 WEIGHTS_FILENAME = "decoder.safetensors"
@@ -240,7 +243,7 @@ def train_decoder(tokens: np.ndarray, pixels: np.ndarray, decoder_config: Decode
         checkpoint_path.unlink()
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        _check_same_run(state["identity"], identity, checkpoint_path)
+        check_same_run(state["identity"], identity, checkpoint_path, ("decoder_config", "train_config"))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history, seconds = state["step"], state["history"], state["seconds"]
@@ -345,28 +348,3 @@ def _run_identity(decoder_config: DecoderConfig, train_config: DecoderTrainConfi
     relevant = {k: v for k, v in train_config.to_dict().items() if k not in _RESUME_FREE_FIELDS}
     return {"decoder_config": decoder_config.to_dict(), "train_config": relevant,
             "data": data_fingerprint(tokens, pixels)}
-
-
-def _check_same_run(stored: dict[str, Any], requested: dict[str, Any], path: Path) -> None:
-    if stored == requested:
-        return
-    differences = []
-    for part in ("decoder_config", "train_config"):
-        keys = sorted(set(stored[part]) | set(requested[part]))
-        differences += [f"{part}.{k}: checkpoint {stored[part].get(k)!r} vs requested {requested[part].get(k)!r}"
-                        for k in keys if stored[part].get(k) != requested[part].get(k)]
-    if stored["data"] != requested["data"]:
-        differences.append(f"data: checkpoint {stored['data']} vs requested {requested['data']}")
-    raise CheckpointMismatch(f"{path} belongs to another run ({'; '.join(differences)}). "
-                             "Pass overwrite=True to discard it and start afresh.")
-
-
-def _check_parameters_finite(model: ConditionalDDPM, step: int, checkpoint_path: Path) -> None:
-    for name, parameter in model.named_parameters():
-        if not torch.isfinite(parameter).all():
-            raise TrainingDiverged(step, "parameters", f"non-finite in {name}", checkpoint_path)
-
-
-def _write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as temporary:
-        torch.save(payload, temporary)

@@ -26,7 +26,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from saerad.io import atomic_path, write_table
+from saerad.checkpoints import CheckpointMismatch, TrainingDiverged, check_same_run
+from saerad.checkpoints import check_parameters_finite as _check_parameters_finite
+from saerad.checkpoints import write_checkpoint as _write_checkpoint
+from saerad.io import write_table
 from saerad.sae.config import SAEConfig
 from saerad.sae.models import SparseAutoencoder, build_sae
 from saerad.sae.saelens_format import save_sae
@@ -96,33 +99,12 @@ PAPER_TRAIN_CONFIG = TrainConfig(steps=200_000, batch_size=2048, lr=5e-5, l1_coe
 _RESUME_FREE_FIELDS = ("checkpoint_every", "device")
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss term (or, at a checkpoint, a parameter) became NaN or infinite.
-
-    Attributes
-    ----------
-    step
-        0-based step at which it was detected.
-    term
-        ``"reconstruction"``, ``"sparsity"``, ``"auxiliary"`` or ``"parameters"``.
-    """
-
-    def __init__(self, step: int, term: str, detail: str, checkpoint: Path):
-        self.step, self.term, self.checkpoint = step, term, checkpoint
-        kept = f"the last good checkpoint stays at {checkpoint}" if checkpoint.exists() else "no checkpoint was written yet"
-        super().__init__(f"training diverged at step {step}: {term} is {detail}; {kept}")
-
-
 class NonFiniteLoss(FloatingPointError):
     """Raised by :func:`optimisation_step` before updating when a loss term is NaN/Inf."""
 
     def __init__(self, term: str, value: float):
         self.term, self.value = term, value
         super().__init__(f"loss term {term} is {value}")
-
-
-class CheckpointMismatch(ValueError):
-    """``out_dir`` holds a checkpoint of a different run."""
 
 
 @dataclass
@@ -260,7 +242,7 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
         checkpoint_path.unlink()
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        _check_same_run(state["identity"], identity, checkpoint_path)
+        check_same_run(state["identity"], identity, checkpoint_path, ("sae_config", "train_config"))
         sae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history, seconds = state["step"], state["history"], state["seconds"]
@@ -346,31 +328,3 @@ def _history_row(step: int, lr: float, l1: float, terms: dict[str, torch.Tensor]
 def _run_identity(sae_config: SAEConfig, train_config: TrainConfig, tokens: np.ndarray) -> dict[str, Any]:
     relevant = {k: v for k, v in train_config.to_dict().items() if k not in _RESUME_FREE_FIELDS}
     return {"sae_config": sae_config.to_dict(), "train_config": relevant, "data": data_fingerprint(tokens)}
-
-
-def _check_same_run(stored: dict[str, Any], requested: dict[str, Any], path: Path) -> None:
-    if stored == requested:
-        return
-    differences = []
-    for part in ("sae_config", "train_config"):
-        keys = sorted(set(stored[part]) | set(requested[part]))
-        differences += [f"{part}.{k}: checkpoint {stored[part].get(k)!r} vs requested {requested[part].get(k)!r}"
-                        for k in keys if stored[part].get(k) != requested[part].get(k)]
-    if stored["data"] != requested["data"]:
-        differences.append(f"data: checkpoint {stored['data']} vs requested {requested['data']}")
-    raise CheckpointMismatch(
-        f"{path} belongs to another run ({'; '.join(differences)}).\n"
-        f"checkpoint configs: {stored['sae_config']} {stored['train_config']}\n"
-        f"requested configs:  {requested['sae_config']} {requested['train_config']}\n"
-        "Pass overwrite=True to discard it and start afresh.")
-
-
-def _check_parameters_finite(sae: SparseAutoencoder, step: int, checkpoint_path: Path) -> None:
-    for name, parameter in sae.named_parameters():
-        if not torch.isfinite(parameter).all():
-            raise TrainingDiverged(step, "parameters", f"non-finite in {name}", checkpoint_path)
-
-
-def _write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as temporary:
-        torch.save(payload, temporary)

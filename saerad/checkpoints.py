@@ -1,0 +1,72 @@
+"""What the project's resumable trainers share: atomic checkpoints, run identity, divergence errors.
+
+The SAE trainer (:mod:`saerad.sae.train`) and the diffusion decoder's
+(:mod:`saerad.counterfactual.train`) both resume from ``checkpoint.pt`` only
+when it was written by the same run (same configs, same data), and stop with
+the last good checkpoint kept when the weights stop being finite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from saerad.io import atomic_path
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term (or, at a checkpoint, a parameter) became NaN or infinite.
+
+    Attributes
+    ----------
+    step
+        0-based step at which it was detected.
+    term
+        What was not finite: a loss term's name, ``"gradient norm"`` or ``"parameters"``.
+    """
+
+    def __init__(self, step: int, term: str, detail: str, checkpoint: Path):
+        self.step, self.term, self.checkpoint = step, term, checkpoint
+        kept = f"the last good checkpoint stays at {checkpoint}" if checkpoint.exists() else "no checkpoint was written yet"
+        super().__init__(f"training diverged at step {step}: {term} is {detail}; {kept}")
+
+
+class CheckpointMismatch(ValueError):
+    """``out_dir`` holds a checkpoint of a different run."""
+
+
+def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file, so a crash never leaves half a checkpoint."""
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
+
+
+def check_parameters_finite(model: nn.Module, step: int, checkpoint_path: Path) -> None:
+    """Raise :class:`TrainingDiverged` naming the first parameter with a NaN or infinity."""
+    for name, parameter in model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise TrainingDiverged(step, "parameters", f"non-finite in {name}", checkpoint_path)
+
+
+def check_same_run(stored: dict[str, Any], requested: dict[str, Any], path: Path, config_parts: Sequence[str]) -> None:
+    """Raise :class:`CheckpointMismatch` listing every difference between two run identities.
+
+    An identity holds one dict per name of ``config_parts`` and a ``data`` fingerprint.
+    """
+    if stored == requested:
+        return
+    differences = []
+    for part in config_parts:
+        keys = sorted(set(stored[part]) | set(requested[part]))
+        differences += [f"{part}.{k}: checkpoint {stored[part].get(k)!r} vs requested {requested[part].get(k)!r}"
+                        for k in keys if stored[part].get(k) != requested[part].get(k)]
+    if stored["data"] != requested["data"]:
+        differences.append(f"data: checkpoint {stored['data']} vs requested {requested['data']}")
+    raise CheckpointMismatch(
+        f"{path} belongs to another run ({'; '.join(differences)}).\n"
+        f"checkpoint configs: {' '.join(str(stored[part]) for part in config_parts)}\n"
+        f"requested configs:  {' '.join(str(requested[part]) for part in config_parts)}\n"
+        "Pass overwrite=True to discard it and start afresh.")
