@@ -267,6 +267,30 @@ def test_rows_report_counts():
     assert axioms.image_distance(np.zeros((2, 3, 3)), np.full((2, 3, 3), 0.25)).tolist() == [0.25, 0.25]
 
 
+def test_paired_change_tells_an_effective_intervention_from_one_that_does_nothing():
+    before = np.zeros(32, dtype=bool)
+    added = before.copy(); added[:12] = True  # 12 images newly detected, none lost
+    row = axioms.paired_change_row(514, "pacemaker", "add", before, added, expected=True)
+    assert (row["n"], row["N"]) == (12, 12)
+    assert row["value"] == pytest.approx(0.5 ** 12)
+    assert row["note"].startswith("changed what the judge sees")
+    # as many decisions flip the wrong way as the right way: no evidence of an effect
+    mixed = before.copy(); mixed[:3] = True
+    start = np.zeros(32, dtype=bool); start[3:6] = True
+    row = axioms.paired_change_row(514, "pacemaker", "add", start, mixed, expected=True)
+    assert (row["n"], row["N"]) == (3, 6) and row["value"] > 0.5
+    assert row["note"].startswith("did nothing the judge could tell from chance")
+    # nothing changed at all
+    row = axioms.paired_change_row(514, "pacemaker", "remove", start, start, expected=False)
+    assert (row["n"], row["N"], row["value"]) == (0, 0, 1.0)
+    assert "did nothing" in row["note"]
+    # removal counts images that stop being detected
+    row = axioms.paired_change_row(179, "cardiomegaly", "remove", np.ones(8, bool), np.zeros(8, bool), expected=False)
+    assert (row["n"], row["N"]) == (8, 8) and row["note"].startswith("changed")
+    with pytest.raises(ValueError, match="same images"):
+        axioms.paired_change_row(1, "x", "m", np.zeros(3, bool), np.zeros(4, bool), expected=True)
+
+
 def test_classifier_detects_a_bright_patch():
     rng = np.random.default_rng(0)
     pixels = rng.uniform(0, 0.5, size=(60, 8, 8)).astype(np.float32)

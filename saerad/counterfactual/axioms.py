@@ -132,6 +132,34 @@ def mean_row(feature: int, finding: str, measure: str, values: np.ndarray, note:
             "N": int(len(values)), "note": note}
 
 
+def paired_change_row(feature: int, finding: str, measure: str, before: np.ndarray, after: np.ndarray,
+                      expected: bool, alpha: float = 0.05) -> dict:
+    """Did the intervention change the judge's decisions in the expected direction? (exact McNemar test)
+
+    ``before`` and ``after`` are the judge's decisions on the *same* images
+    (reconstruction, counterfactual), so the test looks only at the images
+    whose decision changed: ``n`` of them changed towards ``expected``
+    (detected after ``add``: True; no longer detected after ``remove``:
+    False) out of ``N`` that changed at all. Under "the intervention does
+    nothing" either direction is a coin flip; ``value`` is the one-sided
+    exact binomial p-value, and the note says in words whether the feature
+    did something the judge could see.
+    """
+    from scipy.stats import binomtest
+
+    before, after = np.asarray(before, dtype=bool), np.asarray(after, dtype=bool)
+    if before.shape != after.shape:
+        raise ValueError(f"before and after must be decisions on the same images, got {before.shape} and {after.shape}")
+    towards = int(((after == expected) & (before != expected)).sum())
+    away = int(((after != expected) & (before == expected)).sum())
+    changed = towards + away
+    p_value = binomtest(towards, changed, 0.5, alternative="greater").pvalue if changed else 1.0
+    verdict = ("changed what the judge sees" if p_value < alpha else
+               f"did nothing the judge could tell from chance (p >= {alpha:g})")
+    return {"feature": feature, "finding": finding, "measure": measure, "value": float(p_value), "n": towards,
+            "N": changed, "note": f"{verdict}; n: images changed the expected way, N: images whose decision changed"}
+
+
 def axioms_table(rows: list[dict]) -> pd.DataFrame:
     """The rows in the column order of ``axioms.csv``, values rounded to 6 decimals (stable CSV bytes)."""
     table = pd.DataFrame(rows, columns=list(AXIOM_COLUMNS))

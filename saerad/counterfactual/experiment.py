@@ -212,6 +212,10 @@ def measure_feature(run: FeatureRun, classifiers: dict[str, axioms.FindingClassi
                                     own.detects(with_["reconstruction"]), "baseline for 'remove'"))
         rows.append(axioms.rate_row(f, finding, "effectiveness: detected after remove", own.detects(with_["remove"]),
                                     "do(i, 0) on images with the finding; lower is better"))
+        rows.append(axioms.paired_change_row(f, finding, "effectiveness test: add (exact McNemar p)",
+                                             own.detects(without["reconstruction"]), own.detects(without["add"]), True))
+        rows.append(axioms.paired_change_row(f, finding, "effectiveness test: remove (exact McNemar p)",
+                                             own.detects(with_["reconstruction"]), own.detects(with_["remove"]), False))
         for other, classifier in classifiers.items():
             if other == finding:
                 continue

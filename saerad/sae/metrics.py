@@ -84,3 +84,44 @@ def evaluate_sae(sae: SparseAutoencoder, tokens: np.ndarray, batch_size: int = 4
         "dead_fraction": dead / sae.config.d_sae,
         "feature_density": density,
     }
+
+
+@torch.no_grad()
+def gate_geometry(sae: SparseAutoencoder, tokens: np.ndarray, batch_size: int = 4096) -> "pd.DataFrame":
+    """Where each feature's opening direction points relative to the tokens: why dead features stay dead.
+
+    A gated (or ReLU) feature opens where ``x' · w_i + b_i > 0`` (``w_i`` its
+    encoder direction, ``b_i`` its opening bias ``b_gate`` / ``b_enc``). For
+    every feature this returns how far the *best* token gets along the unit
+    direction, ``max_j x'_j · w_i / ||w_i||``, beside the bias. A dead
+    feature is one whose best token still falls short of ``-b_i``: either the
+    bias ran away (large negative ``opening_bias``) or the direction turned
+    away from every token (``best_projection`` near or below zero).
+
+    Returns
+    -------
+    DataFrame
+        ``feature, fired`` (tokens on which it fires), ``best_projection``,
+        ``opening_bias``, ``encoder_norm``, ``decoder_norm``.
+    """
+    import pandas as pd
+
+    if sae.config.architecture == "topk":
+        raise ValueError("TopK features open by rank, not by a bias; gate_geometry does not apply")
+    if tokens.ndim != 2 or tokens.shape[1] != sae.config.d_in or len(tokens) == 0:
+        raise ValueError(f"tokens must have shape [N > 0, {sae.config.d_in}], got {tokens.shape}")
+    device = next(sae.parameters()).device
+    directions = sae.W_enc / sae.W_enc.norm(dim=0, keepdim=True)
+    bias = sae.b_gate if hasattr(sae, "b_gate") else sae.b_enc
+    best = torch.full((sae.config.d_sae,), -torch.inf, dtype=torch.float64, device=device)
+    fired = torch.zeros(sae.config.d_sae, dtype=torch.int64, device=device)
+    for start in range(0, len(tokens), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(tokens[start:start + batch_size], dtype=np.float32)).to(device)
+        best = torch.maximum(best, (sae.encoder_input(x) @ directions).max(dim=0).values.double())
+        fired += (sae.encode(x) > 0).sum(dim=0)
+    return pd.DataFrame({
+        "feature": np.arange(sae.config.d_sae), "fired": fired.cpu().numpy(),
+        "best_projection": best.cpu().numpy(), "opening_bias": bias.detach().double().cpu().numpy(),
+        "encoder_norm": sae.W_enc.norm(dim=0).detach().double().cpu().numpy(),
+        "decoder_norm": sae.decoder_norms().detach().double().cpu().numpy(),
+    })

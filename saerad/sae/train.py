@@ -32,6 +32,7 @@ from saerad.checkpoints import write_checkpoint as _write_checkpoint
 from saerad.io import write_table
 from saerad.sae.config import SAEConfig
 from saerad.sae.models import SparseAutoencoder, build_sae
+from saerad.sae.resampling import resample_dead_features
 from saerad.sae.saelens_format import save_sae
 from saerad.sae.schedule import l1_coefficient, learning_rate
 
@@ -56,6 +57,15 @@ class TrainConfig:
         Write ``checkpoint.pt`` after every this many steps (and after the last).
     log_every
         Record a history row at every step divisible by this (and the last).
+    resample_dead_every
+        0 (the paper's recipe): never resample. Otherwise, every this many
+        steps, features that fired on no batch of the last this-many steps
+        get a new start (:mod:`saerad.sae.resampling`, Bricken et al. 2023).
+        Must be at least one epoch of batches, so "silent" means silent on
+        every training token.
+    resample_dead_until
+        No resampling after this fraction of ``steps``, so the last features
+        resampled have time to settle before the learning rate decays.
     seed
         Seed of the batch order.
     device
@@ -71,6 +81,8 @@ class TrainConfig:
     l1_warmup_fraction: float = 0.05
     checkpoint_every: int = 1000
     log_every: int = 50
+    resample_dead_every: int = 0
+    resample_dead_until: float = 0.5
     seed: int = 0
     device: str = "cpu"
 
@@ -78,6 +90,10 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.resample_dead_every < 0:
+            raise ValueError(f"resample_dead_every must be 0 (off) or positive, got {self.resample_dead_every}")
+        if not 0.0 <= self.resample_dead_until <= 1.0:
+            raise ValueError(f"resample_dead_until must be a fraction of steps in [0, 1], got {self.resample_dead_until}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -235,7 +251,7 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
 
     sae = build_sae(sae_config).to(device)
     optimizer = make_optimizer(sae, train_config.lr)
-    start, history, seconds = 0, [], 0.0
+    start, history, seconds, resampled = 0, [], 0.0, 0
     # Step at which each feature last fired on a training batch (-1: not yet), for the dead-feature curve.
     last_fired = torch.full((sae_config.d_sae,), -1, dtype=torch.long, device=device)
     if checkpoint_path.exists() and overwrite:
@@ -248,10 +264,15 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
         start, history, seconds = state["step"], state["history"], state["seconds"]
         if "last_fired" in state:  # absent from checkpoints written before the curve existed
             last_fired = state["last_fired"].to(device)
+        resampled = state.get("resampled", 0)
 
     data = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.float32)).to(device)
     order = BatchOrder(len(data), train_config.batch_size, train_config.seed)
     steps = train_config.steps
+    resample_every = train_config.resample_dead_every
+    if resample_every and resample_every < order.batches_per_epoch:
+        raise ValueError(f"resample_dead_every={resample_every} is shorter than one epoch "
+                         f"({order.batches_per_epoch} batches): a feature could be called dead before it saw every token")
     sae.train()
     bar = tqdm(total=steps, initial=start, disable=not progress, unit="step",
                desc=f"SAE {sae_config.preset_name() or sae_config.architecture} x{sae_config.expansion_factor}")
@@ -269,18 +290,24 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
             except NonFiniteLoss as error:
                 raise TrainingDiverged(step, error.term, str(error.value), checkpoint_path) from None
             last_fired[(h != 0).any(dim=0)] = step
+            completed = step + 1
+            if resample_every and completed % resample_every == 0 and completed <= train_config.resample_dead_until * steps:
+                dead = last_fired <= step - resample_every
+                count = resample_dead_features(sae, optimizer, data, dead, train_config.seed, completed)
+                last_fired[dead] = step  # a fresh window for the new starts
+                resampled += count
             if step % train_config.log_every == 0 or step == steps - 1:
                 row = _history_row(step, lr, l1, terms, x, x_hat, h)
                 row["silent_for_an_epoch"] = _silent_features(last_fired, step, order.batches_per_epoch)
+                row["resampled_so_far"] = resampled
                 history.append(row)
                 bar.set_postfix(loss=f"{row['total']:.4g}", l0=f"{row['l0']:.1f}", ev=f"{row['explained_variance']:.3f}")
             bar.update(1)
-            completed = step + 1
             if completed % train_config.checkpoint_every == 0 or completed == steps:
                 _check_parameters_finite(sae, step, checkpoint_path)
                 elapsed = seconds + time.perf_counter() - session_start
                 _write_checkpoint(checkpoint_path, dict(
-                    identity=identity, step=completed, seconds=elapsed, history=history, last_fired=last_fired,
+                    identity=identity, step=completed, seconds=elapsed, history=history, last_fired=last_fired, resampled=resampled,
                     model=sae.state_dict(), optimizer=optimizer.state_dict()))
     finally:
         bar.close()
@@ -294,7 +321,7 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
 
 
 _HISTORY_COLUMNS = ("step", "lr", "l1_coefficient", *LOSS_TERMS, "l0", "mse", "mse_per_element",
-                    "explained_variance", "silent_for_an_epoch")
+                    "explained_variance", "silent_for_an_epoch", "resampled_so_far")
 
 
 def _silent_features(last_fired: torch.Tensor, step: int, batches_per_epoch: int) -> float:
@@ -327,4 +354,8 @@ def _history_row(step: int, lr: float, l1: float, terms: dict[str, torch.Tensor]
 
 def _run_identity(sae_config: SAEConfig, train_config: TrainConfig, tokens: np.ndarray) -> dict[str, Any]:
     relevant = {k: v for k, v in train_config.to_dict().items() if k not in _RESUME_FREE_FIELDS}
+    if not train_config.resample_dead_every:
+        # Without resampling its window is moot; leaving both out also keeps checkpoints written before
+        # resampling existed resumable.
+        del relevant["resample_dead_every"], relevant["resample_dead_until"]
     return {"sae_config": sae_config.to_dict(), "train_config": relevant, "data": data_fingerprint(tokens)}
