@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from saerad.io import read_json, write_text
@@ -120,17 +120,23 @@ def _split_page(text: str, page: Path) -> tuple[str, str, str]:
     return head, START + block + END, tail
 
 
-def update_page(page: str | Path, rows: list[ChapterRow]) -> None:
-    """Replace the block between the markers of ``page`` with a fresh table."""
+def update_page(page: str | Path, rows: list[ChapterRow], keep_times: bool = False) -> None:
+    """Replace the block between the markers of ``page`` with a fresh table.
+
+    ``keep_times``: take the parameters from the notebooks but keep the times
+    the page already gives (for a parameter change made without a fresh,
+    uncontended run to time).
+    """
     page = Path(page)
-    head, _, tail = _split_page(page.read_text(encoding="utf-8"), page)
+    head, block, tail = _split_page(page.read_text(encoding="utf-8"), page)
+    if keep_times:
+        times, _ = _parse_block(block)
+        rows = [replace(row, seconds=times.get(row.stage)) for row in rows]
     write_text(page, head + table_markdown(rows) + tail)
 
 
-def check_page(page: str | Path, rows: list[ChapterRow], tolerance: float = TOLERANCE) -> list[str]:
-    """Problems of the page's table against ``rows`` (parameters differ, time off by more than ``tolerance``)."""
-    page = Path(page)
-    _, block, _ = _split_page(page.read_text(encoding="utf-8"), page)
+def _parse_block(block: str) -> tuple[dict[str, float | None], dict[str, list[str]]]:
+    """The times and the parameter names per stage of a generated block."""
     times: dict[str, float | None] = {}
     parameters_of: dict[str, list[str]] = {}
     section = None
@@ -147,6 +153,14 @@ def check_page(page: str | Path, rows: list[ChapterRow], tolerance: float = TOLE
             times[cells[0].strip("`")] = parse_seconds(cells[2])
         elif section is not None:
             parameters_of[section].append(cells[0].strip("`"))
+    return times, parameters_of
+
+
+def check_page(page: str | Path, rows: list[ChapterRow], tolerance: float = TOLERANCE) -> list[str]:
+    """Problems of the page's table against ``rows`` (parameters differ, time off by more than ``tolerance``)."""
+    page = Path(page)
+    _, block, _ = _split_page(page.read_text(encoding="utf-8"), page)
+    times, parameters_of = _parse_block(block)
     problems = []
     for row in rows:
         if row.stage not in times:
@@ -176,10 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--update", metavar="PAGE", type=Path, help="rewrite the table from the latest run")
     action.add_argument("--check", metavar="PAGE", type=Path, help="compare the table with the latest run")
     parser.add_argument("--artifacts", default="artifacts/demo", help="the run's artifacts (default artifacts/demo)")
+    parser.add_argument("--keep-times", action="store_true",
+                        help="with --update: refresh the parameters, keep the page's times")
     arguments = parser.parse_args(argv)
     rows = chapter_rows(arguments.artifacts)
     if arguments.update:
-        update_page(arguments.update, rows)
+        update_page(arguments.update, rows, keep_times=arguments.keep_times)
         print(f"updated {arguments.update}")
         return 0
     problems = check_page(arguments.check, rows)

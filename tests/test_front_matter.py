@@ -53,6 +53,18 @@ def test_parameter_drift_and_missing_stage_are_named(tmp_path):
     assert any("'encode' is missing" in problem for problem in front_matter.check_page(page, rows))
 
 
+def test_update_keeping_times_refreshes_parameters_only(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(f"{front_matter.START}\n{front_matter.END}\n")
+    timed = _rows_with_times(tmp_path / "timed", seconds=200.0)
+    front_matter.update_page(page, timed)
+    knob = NotebookParameter("new_knob", 1, "a knob added since the timed run")
+    changed = [replace(row, parameters=row.parameters + (knob,), seconds=5.0) for row in timed]
+    front_matter.update_page(page, changed, keep_times=True)
+    assert front_matter.check_page(page, [replace(row, seconds=200.0) for row in changed]) == []
+    assert "new_knob" in page.read_text() and "| 5 s |" not in page.read_text() and "| 3.3 min |" in page.read_text()
+
+
 def test_page_without_markers_or_run_is_refused_with_its_name(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("no markers here\n")
