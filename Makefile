@@ -60,7 +60,7 @@ check-book: install browser
 	$(PY) -m saerad.book_check _build/html
 
 # The front matter's chapter table (book/rerun.md: parameters, demo times) against the latest run's
-# stage.json records: parameters must match, times within 25 %. The times are those of the project's
+# stage.json records: parameters must match, times within 25 % (or 5 s). The times are those of the project's
 # 2-core machine, so this is a check of that machine's runs, not of CI runners.
 check-front-matter: install
 	$(PY) -m saerad.front_matter --check book/rerun.md

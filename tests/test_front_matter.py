@@ -40,6 +40,16 @@ def test_updated_page_passes_and_a_slower_run_fails_beyond_the_tolerance(tmp_pat
     assert len(problems) == len(STAGES) and "tolerance 25%" in problems[0]
 
 
+def test_short_stages_pass_within_a_few_seconds_whatever_the_percentage(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(f"{front_matter.START}\n{front_matter.END}\n")
+    rows = _rows_with_times(tmp_path / "run", seconds=10.0)
+    front_matter.update_page(page, rows)
+    assert front_matter.check_page(page, [replace(row, seconds=14.0) for row in rows]) == []  # -29 %, 4 s
+    problems = front_matter.check_page(page, [replace(row, seconds=16.0) for row in rows])  # 6 s
+    assert len(problems) == len(STAGES) and "or 5 s" in problems[0]
+
+
 def test_parameter_drift_and_missing_stage_are_named(tmp_path):
     page = tmp_path / "page.md"
     page.write_text(f"{front_matter.START}\n{front_matter.END}\n")

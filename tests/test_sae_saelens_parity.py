@@ -26,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SAELENS_PYTHON = REPO_ROOT / ".venv-saelens" / "bin" / "python"
 D_IN, EXPANSION, BATCH = 16, 4, 64
 TOLERANCE = 1e-5
-OURS = [("sae_rad", {}), ("gated", {}), ("conerly", {}), ("vanilla", {}), ("topk", {"k": 5})]
+OURS = [("sae_rad", {}), ("gated", {}), ("conerly", {}), ("vanilla", {}), ("topk", {"k": 5}),
+        ("matryoshka", {"k": 5, "prefixes": (8, 32, 64)})]
 #: SAEs saved by SAELens: (name, SAELens class, apply_b_dec_to_input, preset our loader should map it to)
 THEIRS = [("inference_gated_uncentred", "GatedSAE", False, "sae_rad"),
           ("inference_gated_centred", "GatedSAE", True, "gated"),
@@ -95,6 +96,9 @@ def exchange(tmp_path_factory):
     np.save(root / "x.npy", x.numpy())
     for name, overrides in OURS:
         sae = _trained_like(name, overrides)
+        if name == "matryoshka":
+            sae.threshold.fill_(0.3)  # as after training: some positive pre-activations fall below it
+            sae.eval()
         save_sae(sae, root / "ours" / name)
         with torch.no_grad():
             h = sae.encode(x)
@@ -124,9 +128,9 @@ def test_saelens_loads_our_sae_and_computes_the_same(exchange, name):
     folder = exchange / "ours" / name
     report = json.loads((exchange / "report.json").read_text())
     expected_class = {"sae_rad": "GatedSAE", "gated": "GatedSAE", "conerly": "StandardSAE",
-                      "vanilla": "StandardSAE", "topk": "TopKSAE"}[name]
+                      "vanilla": "StandardSAE", "topk": "TopKSAE", "matryoshka": "JumpReLUSAE"}[name]
     assert report["loaded"][name]["class"] == expected_class
-    assert report["loaded"][name]["apply_b_dec_to_input"] == (name in ("gated", "vanilla", "topk"))
+    assert report["loaded"][name]["apply_b_dec_to_input"] == (name in ("gated", "vanilla", "topk", "matryoshka"))
     for output in ("encode", "decode", "forward"):
         ours, theirs = np.load(folder / f"ours_{output}.npy"), np.load(folder / f"{output}.npy")
         assert _max_abs_difference(ours, theirs) <= TOLERANCE, (name, output)

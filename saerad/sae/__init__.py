@@ -4,7 +4,7 @@ Modules, one idea each:
 
 ``config``          :class:`SAEConfig`, the presets and the four switches of Section 4.1
 ``losses``          each loss term as a plain function of tensors
-``models``          the gated, standard (ReLU) and TopK modules
+``models``          the gated, standard (ReLU), TopK and Matryoshka BatchTopK modules
 ``sparse``          the live-columns-only (gathered) products used when few features fire
 ``schedule``        learning-rate and λ schedules
 ``train``           resumable training loop
@@ -14,7 +14,7 @@ Modules, one idea each:
 
 from saerad.sae.config import ARCHITECTURES, PRESETS, SWITCHES, SAEConfig, make_config
 from saerad.sae.metrics import evaluate_sae
-from saerad.sae.models import GatedSAE, SparseAutoencoder, StandardSAE, TopKSAE, build_sae
+from saerad.sae.models import GatedSAE, MatryoshkaSAE, SparseAutoencoder, StandardSAE, TopKSAE, build_sae
 from saerad.sae.saelens_format import load_sae, save_sae
 from saerad.sae.train import (
     PAPER_EXPANSION_FACTOR,
@@ -27,7 +27,7 @@ from saerad.sae.train import (
 )
 
 __all__ = [
-    "ARCHITECTURES", "PRESETS", "SWITCHES", "SAEConfig", "make_config", "evaluate_sae", "GatedSAE",
+    "ARCHITECTURES", "PRESETS", "SWITCHES", "SAEConfig", "make_config", "evaluate_sae", "GatedSAE", "MatryoshkaSAE",
     "SparseAutoencoder", "StandardSAE", "TopKSAE", "build_sae", "load_sae", "save_sae", "PAPER_EXPANSION_FACTOR",
     "PAPER_TRAIN_CONFIG", "CheckpointMismatch", "TrainConfig", "TrainingDiverged", "TrainResult", "train_sae",
 ]

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 #: Encoder families, named as SAELens names its architectures.
-ARCHITECTURES = ("gated", "standard", "topk")
+ARCHITECTURES = ("gated", "standard", "topk", "matryoshka")
 
 #: The four switches that separate the gated SAE from SAE-Rad (Section 4.1).
 SWITCHES = ("unit_norm_decoder", "decoder_norm_in_sparsity", "centre_input", "aux_stop_gradient")
@@ -55,7 +55,12 @@ class SAEConfig:
     seed
         Seed of the initial encoder directions.
     k
-        TopK only: number of features kept per input.
+        TopK: number of features kept per input. Matryoshka: the average per
+        input (BatchTopK keeps the ``k * batch`` largest of a batch).
+    prefixes
+        Matryoshka only: the sizes of the nested dictionaries, increasing and
+        ending with ``d_sae``; each prefix of features must reconstruct the
+        input on its own (Bussmann et al., 2025).
     """
 
     architecture: str
@@ -67,19 +72,28 @@ class SAEConfig:
     aux_stop_gradient: bool
     seed: int = 0
     k: int | None = None
+    prefixes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.prefixes is not None and not isinstance(self.prefixes, tuple):
+            object.__setattr__(self, "prefixes", tuple(int(size) for size in self.prefixes))  # from JSON lists
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.d_in < 1 or self.expansion_factor < 1:
             raise ValueError(f"d_in and expansion_factor must be positive, got {self.d_in}, {self.expansion_factor}")
         if self.aux_stop_gradient and self.architecture != "gated":
             raise ValueError("aux_stop_gradient only applies to the gated family (others have no auxiliary loss)")
-        if self.architecture == "topk":
+        if self.architecture in ("topk", "matryoshka"):
             if self.k is None or not 1 <= self.k <= self.d_sae:
-                raise ValueError(f"topk needs 1 <= k <= d_sae={self.d_sae}, got k={self.k}")
+                raise ValueError(f"{self.architecture} needs 1 <= k <= d_sae={self.d_sae}, got k={self.k}")
         elif self.k is not None:
-            raise ValueError(f"k is only used by the topk architecture, not {self.architecture!r}")
+            raise ValueError(f"k is only used by the topk and matryoshka architectures, not {self.architecture!r}")
+        if self.architecture == "matryoshka":
+            sizes = self.prefixes
+            if not sizes or list(sizes) != sorted(set(sizes)) or sizes[0] < 1 or sizes[-1] != self.d_sae:
+                raise ValueError(f"matryoshka needs prefixes increasing from >= 1 to d_sae={self.d_sae}, got {sizes}")
+        elif self.prefixes is not None:
+            raise ValueError(f"prefixes are only used by the matryoshka architecture, not {self.architecture!r}")
 
     @property
     def d_sae(self) -> int:
@@ -129,6 +143,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Eqs. 1-3 (Bricken et al., 2023) with the usual unit-norm decoder.
     "vanilla": dict(architecture="standard", unit_norm_decoder=True, decoder_norm_in_sparsity=False,
                     centre_input=True, aux_stop_gradient=False),
+    # Bussmann et al. (2025): BatchTopK with nested dictionaries, each prefix trained to reconstruct alone,
+    # so that general concepts settle in the first features and specific ones split off later. k and
+    # prefixes must be given.
+    "matryoshka": dict(architecture="matryoshka", unit_norm_decoder=True, decoder_norm_in_sparsity=False,
+                       centre_input=True, aux_stop_gradient=False),
     # Gao et al. (2024): sparsity by construction, no penalty. k must be given.
     "topk": dict(architecture="topk", unit_norm_decoder=True, decoder_norm_in_sparsity=False,
                  centre_input=True, aux_stop_gradient=False),

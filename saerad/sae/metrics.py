@@ -106,8 +106,8 @@ def gate_geometry(sae: SparseAutoencoder, tokens: np.ndarray, batch_size: int = 
     """
     import pandas as pd
 
-    if sae.config.architecture == "topk":
-        raise ValueError("TopK features open by rank, not by a bias; gate_geometry does not apply")
+    if sae.config.architecture in ("topk", "matryoshka"):
+        raise ValueError(f"{sae.config.architecture} features open by rank, not by a bias; gate_geometry does not apply")
     if tokens.ndim != 2 or tokens.shape[1] != sae.config.d_in or len(tokens) == 0:
         raise ValueError(f"tokens must have shape [N > 0, {sae.config.d_in}], got {tokens.shape}")
     device = next(sae.parameters()).device

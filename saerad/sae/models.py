@@ -1,4 +1,4 @@
-"""The SAE modules: gated (Eqs. 4, 8), standard ReLU (Eqs. 1, 6) and TopK.
+"""The SAE modules: gated (Eqs. 4, 8), standard ReLU (Eqs. 1, 6), TopK and Matryoshka BatchTopK.
 
 Storage follows SAELens so that export is a rename-free copy of the state
 dict: ``W_enc`` is ``[d_in, d_sae]`` (the paper's ``W_gate`` / ``W_enc``
@@ -276,7 +276,71 @@ class TopKSAE(StandardSAE):
         return terms, x_hat, h
 
 
-_FAMILIES: dict[str, type[SparseAutoencoder]] = {"gated": GatedSAE, "standard": StandardSAE, "topk": TopKSAE}
+class MatryoshkaSAE(StandardSAE):
+    """Matryoshka BatchTopK SAE (Bussmann et al., 2025): nested dictionaries, each a complete SAE.
+
+    Training: ``pre = ReLU(W_enc x' + b_enc)``; of the ``batch × d_sae``
+    values of a batch, the ``k · batch`` largest are kept (BatchTopK), so
+    inputs share a sparsity budget instead of each taking exactly ``k``.
+    The loss is the mean over the prefixes ``m_1 < … < m_G = d_sae`` of the
+    squared error of reconstructing ``x`` from the first ``m_g`` features
+    alone. The first features must therefore carry what most inputs need on
+    their own, which is where a general concept ("effusion") lands before it
+    could split into specific ones ("left effusion", "right effusion").
+
+    Inference: a single threshold replaces the batch rule, ``h = pre ·
+    1[pre > θ]``; θ is a running mean (kept in the state dict as ``threshold``,
+    one entry per feature, all equal, which is SAELens's JumpReLU layout) of
+    the smallest value kept in each training batch.
+
+    ``terms["reconstruction"]`` is that mean over prefixes (the objective);
+    ``x_hat`` is the full dictionary's reconstruction; no sparsity penalty.
+    """
+
+    #: Weight of the newest batch in the running threshold.
+    THRESHOLD_MOMENTUM = 0.01
+
+    def __init__(self, config: SAEConfig):
+        super().__init__(config)
+        # -1: not yet estimated (every positive pre-activation passes).
+        self.register_buffer("threshold", torch.full((config.d_sae,), -1.0))
+
+    def pre_activations(self, x: Tensor) -> Tensor:
+        return torch.relu(self.encoder_input(x) @ self.W_enc + self.b_enc)
+
+    def encode(self, x: Tensor) -> Tensor:
+        if self.training:
+            return self._batch_top_k(self.pre_activations(x))[0]
+        pre = self.pre_activations(x)
+        return pre * (pre > self.threshold)
+
+    def _batch_top_k(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        """Keep the ``k · batch`` largest entries of the batch; also return the smallest kept value."""
+        flat = pre.flatten()
+        kept = flat.topk(min(self.config.k * pre.shape[0], flat.numel()), sorted=False)
+        h = torch.zeros_like(flat).scatter(0, kept.indices, kept.values).view_as(pre)
+        return h, kept.values.detach().min()
+
+    def prefix_losses(self, x: Tensor, h: Tensor) -> list[Tensor]:
+        """Squared reconstruction error of each nested dictionary (summed over dimensions, batch mean)."""
+        return [squared_error(x, h[:, :size] @ self.W_dec[:size] + self.b_dec) for size in self.config.prefixes]
+
+    def forward_with_losses(self, x, l1_coefficient):
+        h, smallest_kept = self._batch_top_k(self.pre_activations(x))
+        if self.training:
+            with torch.no_grad():
+                fresh = self.threshold[0] < 0
+                momentum = 1.0 if fresh else self.THRESHOLD_MOMENTUM
+                self.threshold.mul_(1 - momentum).add_(momentum * smallest_kept)
+        reconstruction = torch.stack(self.prefix_losses(x, h)).mean()
+        x_hat = h @ self.W_dec + self.b_dec
+        zero = zero_like_loss(reconstruction)
+        terms = dict(reconstruction=reconstruction, sparsity=zero, auxiliary=zero, total=reconstruction)
+        return terms, x_hat, h
+
+
+_FAMILIES: dict[str, type[SparseAutoencoder]] = {"gated": GatedSAE, "standard": StandardSAE, "topk": TopKSAE,
+                                                 "matryoshka": MatryoshkaSAE}
 
 
 def build_sae(config: SAEConfig) -> SparseAutoencoder:

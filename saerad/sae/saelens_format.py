@@ -5,7 +5,9 @@ state dict as is:
 
 * gated family: ``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_in]``, ``b_dec``,
   ``b_gate``, ``b_mag``, ``r_mag``;
-* standard and topk: ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``.
+* standard and topk: ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``;
+* matryoshka: those four and ``threshold [d_sae]``, written as SAELens's
+  ``jumprelu`` architecture (its forward pass at inference).
 
 SAELens's gated forward pass is::
 
@@ -82,6 +84,9 @@ def saelens_config(sae: SparseAutoencoder, model_name: str = DEFAULT_MODEL_NAME,
         "sae_lens_training_version": None,
         "saerad": config.to_dict(),
     }
+    if config.architecture == "matryoshka":
+        # At inference a Matryoshka BatchTopK SAE is a JumpReLU SAE with one threshold shared by all features.
+        payload["architecture"] = "jumprelu"
     if config.architecture == "topk":
         payload["k"] = config.k
         payload["activation_fn_str"] = "topk"
@@ -120,7 +125,8 @@ def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> Spars
     sae = build_sae(config)
     state = load_file(str(directory / WEIGHTS_FILENAME))
     sae.load_state_dict(state, strict=True)
-    return sae.to(device)
+    # Eval mode: a Matryoshka SAE encodes by its threshold there, by the batch rule in training mode.
+    return sae.to(device).eval()
 
 
 def _config_from_saelens(payload: dict[str, Any]) -> SAEConfig:
