@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from saerad.sae import SAEConfig, TrainConfig, build_sae, evaluate_sae, load_sae, make_config, save_sae, train_sae
+from conftest import trained_like_sae
+from saerad.sae import SAEConfig, TrainConfig, evaluate_sae, load_sae, make_config, save_sae, train_sae
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
 
@@ -15,12 +16,8 @@ PREFIXES = (2, 8, 24)
 
 
 def _sae(k: int = 3, seed: int = 1):
-    sae = build_sae(make_config("matryoshka", D_IN, EXPANSION, k=k, prefixes=PREFIXES))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in sae.parameters():
-            parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
-    return sae
+    return trained_like_sae("matryoshka", D_IN, EXPANSION, seed=0, noise_seed=seed, noise=0.3,
+                            overrides={"k": k, "prefixes": PREFIXES})
 
 
 def _inputs(seed: int = 2) -> torch.Tensor:
