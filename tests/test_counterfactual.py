@@ -264,6 +264,8 @@ def test_rows_report_counts():
     row = axioms.mean_row(7, "pacemaker", "m", np.array([0.5, np.nan, 1.0]), "")
     assert (row["n"], row["N"], row["value"]) == (2, 3, 0.75)
     assert list(axioms.axioms_table([row]).columns) == list(axioms.AXIOM_COLUMNS)
+    tiny = axioms.paired_change_row(179, "cardiomegaly", "add", np.zeros(32, bool), np.ones(32, bool), expected=True)
+    assert axioms.axioms_table([tiny])["value"].iloc[0] == pytest.approx(0.5 ** 32, rel=1e-5)  # not rounded to 0
     assert axioms.image_distance(np.zeros((2, 3, 3)), np.full((2, 3, 3), 0.25)).tolist() == [0.25, 0.25]
 
 

@@ -161,7 +161,10 @@ def paired_change_row(feature: int, finding: str, measure: str, before: np.ndarr
 
 
 def axioms_table(rows: list[dict]) -> pd.DataFrame:
-    """The rows in the column order of ``axioms.csv``, values rounded to 6 decimals (stable CSV bytes)."""
+    """The rows in the column order of ``axioms.csv``, values to 6 significant digits (stable CSV bytes).
+
+    Significant digits, not decimals, so that a p-value of 2e-10 stays 2e-10 instead of reading 0.
+    """
     table = pd.DataFrame(rows, columns=list(AXIOM_COLUMNS))
-    table["value"] = table["value"].astype(float).round(6)
+    table["value"] = [float(f"{value:.6g}") for value in table["value"].astype(float)]
     return table
