@@ -1,4 +1,4 @@
-"""What the project's resumable trainers share: atomic checkpoints, run identity, divergence errors.
+"""What the project's resumable trainers share: atomic checkpoints, run identity, divergence errors, configs.
 
 The SAE trainer (:mod:`saerad.sae.train`) and the diffusion decoder's
 (:mod:`saerad.counterfactual.train`) both resume from ``checkpoint.pt`` only
@@ -8,6 +8,7 @@ the last good checkpoint kept when the weights stop being finite.
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +16,37 @@ import torch
 from torch import nn
 
 from saerad.io import atomic_path
+
+
+def known_fields(cls: type, payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` itself, once checked to name only fields of the dataclass ``cls``.
+
+    Configs are read back from checkpoints and JSON files; a misspelt key
+    must be an error naming the class, not a setting silently dropped.
+    """
+    unknown = set(payload) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return payload
+
+
+def require_positive(config: Any, names: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the first of ``config``'s fields ``names`` that is not > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"{type(config).__name__}.{name} must be positive, got {value}")
+
+
+class ConfigRecord:
+    """``to_dict`` / ``from_dict`` for a flat config dataclass stored beside its weights."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]):
+        return cls(**known_fields(cls, payload))
 
 
 class TrainingDiverged(RuntimeError):

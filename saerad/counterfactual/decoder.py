@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm import TqdmWarning
+
+from saerad.checkpoints import known_fields, require_positive
 
 with warnings.catch_warnings():
     # diffusers imports tqdm.auto, which warns in a notebook without ipywidgets; we never use its bars.
@@ -74,9 +76,8 @@ class DecoderConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        for name in ("token_dim", "image_size", "layers_per_block", "norm_groups", "condition_dim", "train_timesteps"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"DecoderConfig.{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, ("token_dim", "image_size", "layers_per_block", "norm_groups", "condition_dim",
+                                "train_timesteps"))
         if len(self.channels) != 3:
             raise ValueError(f"DecoderConfig.channels must give three levels (Appendix D), got {self.channels}")
         bad = [c for c in self.channels if c % self.norm_groups]
@@ -98,9 +99,7 @@ class DecoderConfig:
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> "DecoderConfig":
-        unknown = set(payload) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown DecoderConfig keys: {sorted(unknown)}")
+        known_fields(cls, payload)
         return cls(**{**payload, "channels": tuple(payload.get("channels", cls.channels))})
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from saerad.counterfactual.decoder import (
     ConditionalDDPM, DecoderConfig, noise_prediction_loss, noise_schedule, to_model_range,
 )
 from saerad.io import atomic_path, read_json, write_json, write_table
-from saerad.checkpoints import CheckpointMismatch, TrainingDiverged, check_same_run
+from saerad.checkpoints import CheckpointMismatch, ConfigRecord, TrainingDiverged, check_same_run, require_positive
 from saerad.checkpoints import check_parameters_finite as _check_parameters_finite
 from saerad.checkpoints import write_checkpoint as _write_checkpoint
 from saerad.sae.train import BatchOrder
@@ -49,7 +49,7 @@ _RESUME_FREE_FIELDS = ("checkpoint_every", "device")
 
 
 @dataclass(frozen=True)
-class DecoderTrainConfig:
+class DecoderTrainConfig(ConfigRecord):
     """Optimisation settings (Appendix D for the paper's values).
 
     Parameters
@@ -95,26 +95,12 @@ class DecoderTrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DecoderTrainConfig.{name} must be positive, got {getattr(self, name)}")
-        for name in ("lr", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"DecoderTrainConfig.{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, ("epochs", "batch_size", "checkpoint_every", "log_every", "lr", "max_grad_norm"))
         if self.lr_warmup_steps < 0 or self.weight_decay < 0:
             raise ValueError("DecoderTrainConfig.lr_warmup_steps and weight_decay must not be negative")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:
             raise ValueError(f"DecoderTrainConfig.lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> "DecoderTrainConfig":
-        unknown = set(payload) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown DecoderTrainConfig keys: {sorted(unknown)}")
-        return cls(**payload)
 
 
 #: Appendix D: batch 256, AdamW with learning rate 0.001, 330 epochs, 128 × 128 images.

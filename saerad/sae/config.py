@@ -19,8 +19,10 @@ gated family (the others have no auxiliary loss).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from saerad.checkpoints import known_fields
 
 #: Encoder families, named as SAELens names its architectures.
 ARCHITECTURES = ("gated", "standard", "topk", "matryoshka")
@@ -109,11 +111,7 @@ class SAEConfig:
         """Inverse of :meth:`to_dict` (unknown keys are an error, so typos do not pass silently)."""
         payload = dict(payload)
         d_sae = payload.pop("d_sae", None)
-        known = {f.name for f in fields(cls)}
-        unknown = set(payload) - known
-        if unknown:
-            raise ValueError(f"unknown SAEConfig keys: {sorted(unknown)}")
-        config = cls(**payload)
+        config = cls(**known_fields(cls, payload))
         if d_sae is not None and d_sae != config.d_sae:
             raise ValueError(f"d_sae={d_sae} does not equal d_in * expansion_factor = {config.d_sae}")
         return config

@@ -112,7 +112,7 @@ def gate_geometry(sae: SparseAutoencoder, tokens: np.ndarray, batch_size: int = 
         raise ValueError(f"tokens must have shape [N > 0, {sae.config.d_in}], got {tokens.shape}")
     device = next(sae.parameters()).device
     directions = sae.W_enc / sae.W_enc.norm(dim=0, keepdim=True)
-    bias = sae.b_gate if hasattr(sae, "b_gate") else sae.b_enc
+    bias = sae.opening_bias
     best = torch.full((sae.config.d_sae,), -torch.inf, dtype=torch.float64, device=device)
     fired = torch.zeros(sae.config.d_sae, dtype=torch.int64, device=device)
     for start in range(0, len(tokens), batch_size):

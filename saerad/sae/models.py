@@ -15,6 +15,7 @@ Every model offers the same interface:
                                    (λ already applied), ``auxiliary``, ``total``
 ``feature_activations(x)``         ``h_i(x) · ||W_dec[:, i]||`` (Section 4.1)
 ``concept_directions()``           unit decoder directions, ``[d_sae, d_in]``
+``opening_bias``                   gated and ReLU families: the bias a feature must overcome to fire
 """
 
 from __future__ import annotations
@@ -191,6 +192,11 @@ class GatedSAE(SparseAutoencoder):
         self.b_mag = nn.Parameter(torch.zeros(config.d_sae))
         self.r_mag = nn.Parameter(torch.zeros(config.d_sae))
 
+    @property
+    def opening_bias(self) -> nn.Parameter:
+        """The bias a feature's gate pre-activation must overcome to open: ``b_gate``."""
+        return self.b_gate
+
     def pre_activations(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(π_gate, magnitude pre-activation)``, both ``[batch, d_sae]``.
 
@@ -234,6 +240,11 @@ class StandardSAE(SparseAutoencoder):
     def __init__(self, config: SAEConfig):
         super().__init__(config)
         self.b_enc = nn.Parameter(torch.zeros(config.d_sae))
+
+    @property
+    def opening_bias(self) -> nn.Parameter:
+        """The bias a feature's pre-activation must overcome to fire: ``b_enc``."""
+        return self.b_enc
 
     def encode(self, x: Tensor) -> Tensor:
         return torch.relu(self.encoder_input(x) @ self.W_enc + self.b_enc)

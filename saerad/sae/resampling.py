@@ -49,10 +49,6 @@ def reconstruction_residuals(sae: SparseAutoencoder, data: Tensor, batch_size: i
     return torch.cat(parts)
 
 
-def _opening_bias(sae: SparseAutoencoder) -> Tensor:
-    return sae.b_gate if isinstance(sae, GatedSAE) else sae.b_enc
-
-
 @torch.no_grad()
 def resample_dead_features(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, data: Tensor, dead: Tensor,
                            seed: int, step: int, encoder_scale: float = 0.2, sample_size: int = 16384) -> int:
@@ -109,7 +105,7 @@ def resample_dead_features(sae: SparseAutoencoder, optimizer: torch.optim.Optimi
 
     # Open exactly where the projection reaches the drawn input's own.
     drawn_projection = (sae.encoder_input(data.index_select(0, chosen)) * new_encoder).sum(dim=1)
-    bias = _opening_bias(sae)
+    bias = sae.opening_bias
     bias[dead_indices] = -drawn_projection + 1e-6 * encoder_norm
     touched = [(sae.W_enc, 1), (sae.W_dec, 0), (bias, 0)]
     if isinstance(sae, GatedSAE):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from saerad.checkpoints import CheckpointMismatch, TrainingDiverged, check_same_run
+from saerad.checkpoints import CheckpointMismatch, ConfigRecord, TrainingDiverged, check_same_run, require_positive
 from saerad.checkpoints import check_parameters_finite as _check_parameters_finite
 from saerad.checkpoints import write_checkpoint as _write_checkpoint
 from saerad.io import write_table
@@ -42,7 +42,7 @@ LOSS_TERMS = ("reconstruction", "sparsity", "auxiliary", "total")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigRecord):
     """Optimisation settings (Appendix B.1 / B.3 for the paper's values).
 
     Parameters
@@ -87,23 +87,12 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, ("steps", "batch_size", "checkpoint_every", "log_every"))
         if self.resample_dead_every < 0:
             raise ValueError(f"resample_dead_every must be 0 (off) or positive, got {self.resample_dead_every}")
         if not 0.0 <= self.resample_dead_until <= 1.0:
             raise ValueError(f"resample_dead_until must be a fraction of steps in [0, 1], got {self.resample_dead_until}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> "TrainConfig":
-        unknown = set(payload) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
-        return cls(**payload)
 
 
 #: Appendix B.1/B.3: x64 SAE-Rad, trained on the full MIMIC-CXR class tokens.
