@@ -1,4 +1,4 @@
-"""The SAE chapter's experiments: Table 3, Table 5 and the four-switch ablation.
+"""The SAE chapter's experiments: Table 3, Table 5, the four-switch ablation and what dead features depend on.
 
 Each experiment is a list of named runs; every run trains one SAE on the
 training split's class tokens (resuming if its checkpoint is there),
@@ -164,3 +164,45 @@ def with_paper_table5(ours: pd.DataFrame) -> pd.DataFrame:
 def _paper_sizes(factors: pd.Series) -> list[int]:
     ranking = {factor: paper for factor, paper in zip(sorted(set(factors)), (32, 64, 128))}
     return [ranking[factor] for factor in factors]
+
+
+def subsample_rows(tokens: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded random ``fraction`` of the rows of ``tokens`` (without replacement, in their original order)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction of tokens must be in (0, 1], got {fraction}")
+    count = max(1, int(round(fraction * len(tokens))))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(tokens), size=count, replace=False))
+    return tokens[chosen]
+
+
+def layer_normed(tokens: np.ndarray) -> np.ndarray:
+    """Each token centred on its own mean and divided by its own standard deviation (a LayerNorm without affine).
+
+    That is the last operation of a ViT's class token (Rad-DINO's included,
+    before its learned scale and shift), and it leaves every token at norm
+    sqrt(d): the paper's scaling, so the same λ means the same pressure.
+    """
+    tokens = np.asarray(tokens, dtype=np.float64)
+    centred = tokens - tokens.mean(axis=1, keepdims=True)
+    return (centred / centred.std(axis=1, keepdims=True)).astype(np.float32)
+
+
+def dead_feature_runs(train_tokens: np.ndarray, test_tokens: np.ndarray, token_fractions: list[float],
+                      layer_norm_l1_coefficient: float | None, expansion_factor: int, l1_coefficient: float,
+                      seed: int) -> list[tuple[Run, str, np.ndarray, np.ndarray]]:
+    """SAE-Rad runs that change one thing about the data: fewer training tokens, or layer-normed tokens.
+
+    Returns ``(run, what changed, training tokens, held-out tokens)`` for
+    each fraction of the training tokens (held-out tokens unchanged) and,
+    unless ``layer_norm_l1_coefficient`` is None, for layer-normed tokens
+    trained with that λ (chosen so that L0 lands near the main run's).
+    """
+    runs = []
+    for fraction in token_fractions:
+        subset = subsample_rows(train_tokens, fraction, seed)
+        runs.append((Run(f"sae_rad_tokens_{fraction:g}", "sae_rad", expansion_factor, l1_coefficient),
+                     f"{fraction:.0%} of the training tokens", subset, test_tokens))
+    if layer_norm_l1_coefficient is not None:
+        runs.append((Run("sae_rad_layer_normed", "sae_rad", expansion_factor, layer_norm_l1_coefficient),
+                     "layer-normed tokens", layer_normed(train_tokens), layer_normed(test_tokens)))
+    return runs

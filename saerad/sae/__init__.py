@@ -8,6 +8,8 @@ Modules, one idea each:
 ``sparse``          the live-columns-only (gathered) products used when few features fire
 ``schedule``        learning-rate and λ schedules
 ``train``           resumable training loop
+``resampling``      restarting dead features (optional)
+``ghost_grads``     ghost gradients for dead features (optional)
 ``metrics``         L0, explained variance, MSE, dead features over a data set
 ``saelens_format``  ``cfg.json`` + ``sae_weights.safetensors`` as SAELens reads them
 """

@@ -31,6 +31,7 @@ from saerad.checkpoints import check_parameters_finite as _check_parameters_fini
 from saerad.checkpoints import write_checkpoint as _write_checkpoint
 from saerad.io import write_table
 from saerad.sae.config import SAEConfig
+from saerad.sae.ghost_grads import ghost_gradient_loss
 from saerad.sae.models import SparseAutoencoder, build_sae
 from saerad.sae.resampling import resample_dead_features
 from saerad.sae.saelens_format import save_sae
@@ -66,6 +67,10 @@ class TrainConfig(ConfigRecord):
     resample_dead_until
         No resampling after this fraction of ``steps``, so the last features
         resampled have time to settle before the learning rate decays.
+    ghost_grads
+        False (the paper's recipe): off. True: features that fired on no
+        batch of the last epoch get ghost gradients
+        (:mod:`saerad.sae.ghost_grads`) at every step, to the end of training.
     seed
         Seed of the batch order.
     device
@@ -83,6 +88,7 @@ class TrainConfig(ConfigRecord):
     log_every: int = 50
     resample_dead_every: int = 0
     resample_dead_until: float = 0.5
+    ghost_grads: bool = False
     seed: int = 0
     device: str = "cpu"
 
@@ -122,8 +128,10 @@ class TrainResult:
         The trained model (eval mode, on the training device).
     history
         Columns ``step, lr, l1_coefficient, reconstruction, sparsity,
-        auxiliary, total, l0, mse, mse_per_element, explained_variance``,
-        measured on the step's batch before its update.
+        auxiliary, total, ghost, l0, mse, mse_per_element, explained_variance``
+        measured on the step's batch before its update (``ghost``: the
+        ghost-gradient term, 0 when off, included in ``total``), then
+        ``silent_for_an_epoch`` and ``resampled_so_far``.
     seconds
         Wall-clock seconds spent in the training loop, summed over resumed sessions.
     out_dir
@@ -179,18 +187,24 @@ def make_optimizer(sae: SparseAutoencoder, lr: float) -> torch.optim.Adam:
 
 
 def optimisation_step(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                      l1: float) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+                      l1: float, ghost_for: torch.Tensor | None = None
+                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Forward, backward and one Adam update (with the unit-norm constraint where configured).
 
+    ``ghost_for`` (bool ``[d_sae]``), when given, adds the ghost-gradient
+    term of those features to the loss (``terms["ghost"]``).
     Returns ``(terms, x_hat, h)`` of the forward pass, before the update.
     Raises :class:`NonFiniteLoss` naming the first non-finite term; the
     update is then not applied.
     """
     terms, x_hat, h = sae.forward_with_losses(x, l1)
+    if ghost_for is not None:
+        terms["ghost"] = ghost_gradient_loss(sae, x, x_hat, terms["reconstruction"], ghost_for)
+        terms["total"] = terms["total"] + terms["ghost"]
     # One host sync per step: cheap next to the step itself, and it keeps a
     # NaN from ever reaching the weights (and hence a checkpoint).
     if not torch.isfinite(terms["total"]):
-        bad = next((name for name in LOSS_TERMS if not torch.isfinite(terms[name])), "total")
+        bad = next((name for name in terms if not torch.isfinite(terms[name])), "total")
         raise NonFiniteLoss(bad, float(terms[bad].detach()))
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
@@ -274,8 +288,11 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x = data.index_select(0, torch.from_numpy(order.indices(step)).to(device))
+            ghost_for = None
+            if train_config.ghost_grads and step >= order.batches_per_epoch:
+                ghost_for = last_fired <= step - order.batches_per_epoch
             try:
-                terms, x_hat, h = optimisation_step(sae, optimizer, x, l1)
+                terms, x_hat, h = optimisation_step(sae, optimizer, x, l1, ghost_for)
             except NonFiniteLoss as error:
                 raise TrainingDiverged(step, error.term, str(error.value), checkpoint_path) from None
             last_fired[(h != 0).any(dim=0)] = step
@@ -309,7 +326,7 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
     return TrainResult(sae=sae, history=table, seconds=seconds, out_dir=out_dir)
 
 
-_HISTORY_COLUMNS = ("step", "lr", "l1_coefficient", *LOSS_TERMS, "l0", "mse", "mse_per_element",
+_HISTORY_COLUMNS = ("step", "lr", "l1_coefficient", *LOSS_TERMS, "ghost", "l0", "mse", "mse_per_element",
                     "explained_variance", "silent_for_an_epoch", "resampled_so_far")
 
 
@@ -334,6 +351,7 @@ def _history_row(step: int, lr: float, l1: float, terms: dict[str, torch.Tensor]
     variance = (x - x.mean(dim=0)).pow(2).sum()
     row = {"step": step, "lr": lr, "l1_coefficient": l1}
     row.update({name: float(terms[name].detach()) for name in LOSS_TERMS})
+    row["ghost"] = float(terms["ghost"].detach()) if "ghost" in terms else 0.0
     row["l0"] = float((h > 0).sum(dim=1, dtype=torch.float32).mean())
     row["mse"] = float(squared_error / x.shape[0])
     row["mse_per_element"] = float(squared_error / x.numel())
@@ -347,4 +365,6 @@ def _run_identity(sae_config: SAEConfig, train_config: TrainConfig, tokens: np.n
         # Without resampling its window is moot; leaving both out also keeps checkpoints written before
         # resampling existed resumable.
         del relevant["resample_dead_every"], relevant["resample_dead_until"]
+    if not train_config.ghost_grads:
+        del relevant["ghost_grads"]
     return {"sae_config": sae_config.to_dict(), "train_config": relevant, "data": data_fingerprint(tokens)}
