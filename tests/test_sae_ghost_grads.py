@@ -97,8 +97,8 @@ def test_ghost_gradients_start_after_one_epoch_and_move_only_dead_features(tmp_p
     ghost = train_sae(tokens, config, TrainConfig(**{**plain.to_dict(), "ghost_grads": True}), tmp_path / "with",
                       progress=False)
 
-    assert (without.history["ghost"] == 0).all()
-    by_step = ghost.history.set_index("step")["ghost"]
+    assert (without.history["dead_feature_loss"] == 0).all()
+    by_step = ghost.history.set_index("step")["dead_feature_loss"]
     assert (by_step.loc[:7] == 0).all() and (by_step.loc[8:] > 0).all()
     # Before any ghost step the two runs are identical; afterwards the dead features' decoder rows have moved.
     dead = slice(0, 16)
@@ -123,7 +123,7 @@ def test_resume_with_ghost_gradients_is_bit_identical(tmp_path, monkeypatch):
     resumed = train_sae(tokens, config, train_config, tmp_path / "resumed", progress=False)
     for name, value in reference.sae.state_dict().items():
         assert torch.equal(value, resumed.sae.state_dict()[name]), name
-    assert (reference.history["ghost"] > 0).any()
+    assert (reference.history["dead_feature_loss"] > 0).any()
     pd.testing.assert_frame_equal(reference.history, resumed.history)
 
 

@@ -103,7 +103,7 @@ def test_outputs_and_rerun_of_a_finished_run(tmp_path):
     for name in ("checkpoint.pt", "cfg.json", "sae_weights.safetensors", "history.csv"):
         assert (tmp_path / name).exists(), name
     assert list(first.history.columns) == ["step", "lr", "l1_coefficient", "reconstruction", "sparsity",
-                                           "auxiliary", "total", "ghost", "l0", "mse", "mse_per_element",
+                                           "auxiliary", "total", "dead_feature_loss", "l0", "mse", "mse_per_element",
                                            "explained_variance", "silent_for_an_epoch", "resampled_so_far"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "history.csv"), first.history, check_dtype=False)
     loaded = load_sae(tmp_path)

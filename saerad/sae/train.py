@@ -19,7 +19,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from saerad.checkpoints import CheckpointMismatch, ConfigRecord, TrainingDiverge
 from saerad.checkpoints import check_parameters_finite as _check_parameters_finite
 from saerad.checkpoints import write_checkpoint as _write_checkpoint
 from saerad.io import write_table
+from saerad.sae.aux_k import aux_k_loss
 from saerad.sae.config import SAEConfig
 from saerad.sae.ghost_grads import ghost_gradient_loss
 from saerad.sae.models import SparseAutoencoder, build_sae
@@ -71,6 +72,13 @@ class TrainConfig(ConfigRecord):
         False (the paper's recipe): off. True: features that fired on no
         batch of the last epoch get ghost gradients
         (:mod:`saerad.sae.ghost_grads`) at every step, to the end of training.
+        For the L1-penalised families (gated, standard).
+    aux_k, aux_k_coefficient
+        0: off. Otherwise the AuxK loss (:mod:`saerad.sae.aux_k`, Gao et al.
+        2024): the ``aux_k`` largest pre-activations among the features
+        silent for the last epoch reconstruct the residual, weighted by
+        ``aux_k_coefficient`` (their 1/32). For the TopK families (topk,
+        matryoshka).
     seed
         Seed of the batch order.
     device
@@ -89,6 +97,8 @@ class TrainConfig(ConfigRecord):
     resample_dead_every: int = 0
     resample_dead_until: float = 0.5
     ghost_grads: bool = False
+    aux_k: int = 0
+    aux_k_coefficient: float = 1 / 32
     seed: int = 0
     device: str = "cpu"
 
@@ -98,6 +108,20 @@ class TrainConfig(ConfigRecord):
             raise ValueError(f"resample_dead_every must be 0 (off) or positive, got {self.resample_dead_every}")
         if not 0.0 <= self.resample_dead_until <= 1.0:
             raise ValueError(f"resample_dead_until must be a fraction of steps in [0, 1], got {self.resample_dead_until}")
+        if self.aux_k < 0 or self.aux_k_coefficient <= 0:
+            raise ValueError(f"aux_k must be 0 (off) or positive and aux_k_coefficient positive, "
+                             f"got {self.aux_k} and {self.aux_k_coefficient}")
+        if self.ghost_grads and self.aux_k:
+            raise ValueError("choose one dead-feature loss: ghost_grads (L1 families) or aux_k (TopK families)")
+
+    def check_architecture(self, architecture: str) -> None:
+        """Refuse a dead-feature loss the architecture has no use for."""
+        if self.ghost_grads and architecture not in ("gated", "standard"):
+            raise ValueError(f"ghost_grads is for the L1-penalised families (gated, standard), not {architecture!r}; "
+                             "TopK-style SAEs take aux_k")
+        if self.aux_k and architecture not in ("topk", "matryoshka"):
+            raise ValueError(f"aux_k is for the TopK families (topk, matryoshka), not {architecture!r}: a closed "
+                             "gate or a ReLU at zero has no pre-activation to rank; gated and standard take ghost_grads")
 
 
 
@@ -128,9 +152,10 @@ class TrainResult:
         The trained model (eval mode, on the training device).
     history
         Columns ``step, lr, l1_coefficient, reconstruction, sparsity,
-        auxiliary, total, ghost, l0, mse, mse_per_element, explained_variance``
-        measured on the step's batch before its update (``ghost``: the
-        ghost-gradient term, 0 when off, included in ``total``), then
+        auxiliary, total, dead_feature_loss, l0, mse, mse_per_element,
+        explained_variance`` measured on the step's batch before its update
+        (``dead_feature_loss``: the ghost-gradient or AuxK term, 0 when off,
+        included in ``total``), then
         ``silent_for_an_epoch`` and ``resampled_so_far``.
     seconds
         Wall-clock seconds spent in the training loop, summed over resumed sessions.
@@ -187,20 +212,20 @@ def make_optimizer(sae: SparseAutoencoder, lr: float) -> torch.optim.Adam:
 
 
 def optimisation_step(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                      l1: float, ghost_for: torch.Tensor | None = None
+                      l1: float, dead_feature_loss: DeadFeatureLoss | None = None
                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Forward, backward and one Adam update (with the unit-norm constraint where configured).
 
-    ``ghost_for`` (bool ``[d_sae]``), when given, adds the ghost-gradient
-    term of those features to the loss (``terms["ghost"]``).
+    ``dead_feature_loss(x, x_hat, terms)``, when given, is added to the
+    loss as ``terms["dead_feature_loss"]`` (see :func:`dead_feature_loss_for`).
     Returns ``(terms, x_hat, h)`` of the forward pass, before the update.
     Raises :class:`NonFiniteLoss` naming the first non-finite term; the
     update is then not applied.
     """
     terms, x_hat, h = sae.forward_with_losses(x, l1)
-    if ghost_for is not None:
-        terms["ghost"] = ghost_gradient_loss(sae, x, x_hat, terms["reconstruction"], ghost_for)
-        terms["total"] = terms["total"] + terms["ghost"]
+    if dead_feature_loss is not None:
+        terms["dead_feature_loss"] = dead_feature_loss(x, x_hat, terms)
+        terms["total"] = terms["total"] + terms["dead_feature_loss"]
     # One host sync per step: cheap next to the step itself, and it keeps a
     # NaN from ever reaching the weights (and hence a checkpoint).
     if not torch.isfinite(terms["total"]):
@@ -212,6 +237,19 @@ def optimisation_step(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, 
     optimizer.step()
     sae.normalise_decoder()
     return terms, x_hat, h
+
+
+DeadFeatureLoss = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
+
+
+def dead_feature_loss_for(sae: SparseAutoencoder, train_config: TrainConfig, dead: torch.Tensor) -> DeadFeatureLoss | None:
+    """The configured dead-feature loss of the features flagged in ``dead``, as ``(x, x_hat, terms) -> scalar``."""
+    if train_config.ghost_grads:
+        return lambda x, x_hat, terms: ghost_gradient_loss(sae, x, x_hat, terms["reconstruction"], dead)
+    if train_config.aux_k:
+        return lambda x, x_hat, terms: aux_k_loss(sae, x, x_hat, dead, train_config.aux_k,
+                                                  train_config.aux_k_coefficient)
+    return None
 
 
 def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConfig, out_dir: str | Path,
@@ -247,6 +285,7 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
         raise ValueError(f"tokens must have shape [n, {sae_config.d_in}], got {tokens.shape}")
     if not np.isfinite(tokens).all():
         raise ValueError("tokens contain NaN or Inf values")
+    train_config.check_architecture(sae_config.architecture)
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_FILENAME
     device = torch.device(train_config.device)
@@ -288,11 +327,11 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x = data.index_select(0, torch.from_numpy(order.indices(step)).to(device))
-            ghost_for = None
-            if train_config.ghost_grads and step >= order.batches_per_epoch:
-                ghost_for = last_fired <= step - order.batches_per_epoch
+            dead_feature_loss = None
+            if step >= order.batches_per_epoch:  # "dead" means silent on every token, so wait one epoch
+                dead_feature_loss = dead_feature_loss_for(sae, train_config, last_fired <= step - order.batches_per_epoch)
             try:
-                terms, x_hat, h = optimisation_step(sae, optimizer, x, l1, ghost_for)
+                terms, x_hat, h = optimisation_step(sae, optimizer, x, l1, dead_feature_loss)
             except NonFiniteLoss as error:
                 raise TrainingDiverged(step, error.term, str(error.value), checkpoint_path) from None
             last_fired[(h != 0).any(dim=0)] = step
@@ -326,7 +365,7 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
     return TrainResult(sae=sae, history=table, seconds=seconds, out_dir=out_dir)
 
 
-_HISTORY_COLUMNS = ("step", "lr", "l1_coefficient", *LOSS_TERMS, "ghost", "l0", "mse", "mse_per_element",
+_HISTORY_COLUMNS = ("step", "lr", "l1_coefficient", *LOSS_TERMS, "dead_feature_loss", "l0", "mse", "mse_per_element",
                     "explained_variance", "silent_for_an_epoch", "resampled_so_far")
 
 
@@ -351,7 +390,7 @@ def _history_row(step: int, lr: float, l1: float, terms: dict[str, torch.Tensor]
     variance = (x - x.mean(dim=0)).pow(2).sum()
     row = {"step": step, "lr": lr, "l1_coefficient": l1}
     row.update({name: float(terms[name].detach()) for name in LOSS_TERMS})
-    row["ghost"] = float(terms["ghost"].detach()) if "ghost" in terms else 0.0
+    row["dead_feature_loss"] = float(terms["dead_feature_loss"].detach()) if "dead_feature_loss" in terms else 0.0
     row["l0"] = float((h > 0).sum(dim=1, dtype=torch.float32).mean())
     row["mse"] = float(squared_error / x.shape[0])
     row["mse_per_element"] = float(squared_error / x.numel())
@@ -367,4 +406,6 @@ def _run_identity(sae_config: SAEConfig, train_config: TrainConfig, tokens: np.n
         del relevant["resample_dead_every"], relevant["resample_dead_until"]
     if not train_config.ghost_grads:
         del relevant["ghost_grads"]
+    if not train_config.aux_k:
+        del relevant["aux_k"], relevant["aux_k_coefficient"]
     return {"sae_config": sae_config.to_dict(), "train_config": relevant, "data": data_fingerprint(tokens)}
