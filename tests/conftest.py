@@ -322,6 +322,32 @@ def crash_after_checkpoints(monkeypatch, train_module, count: int, error: type[B
     return written
 
 
+def assert_sae_resume_is_bit_identical(monkeypatch, tmp_path: Path, tokens, sae_config, train_config,
+                                       crash_after: int):
+    """Train once uninterrupted, once killed after ``crash_after`` checkpoints and resumed; assert equal results.
+
+    Returns the uninterrupted :class:`saerad.sae.TrainResult`, for checks on what happened in the run.
+    """
+    import pandas as pd
+    import torch
+
+    import saerad.sae.train as train_module
+    from saerad.checkpoints import write_checkpoint
+    from saerad.sae import train_sae
+
+    reference = train_sae(tokens, sae_config, train_config, tmp_path / "uninterrupted", progress=False)
+    written = crash_after_checkpoints(monkeypatch, train_module, crash_after)
+    with pytest.raises(SimulatedCrash):
+        train_sae(tokens, sae_config, train_config, tmp_path / "resumed", progress=False)
+    assert written == [train_config.checkpoint_every * (n + 1) for n in range(crash_after)]
+    monkeypatch.setattr(train_module, "_write_checkpoint", write_checkpoint)
+    resumed = train_sae(tokens, sae_config, train_config, tmp_path / "resumed", progress=False)
+    for key, value in reference.sae.state_dict().items():
+        assert torch.equal(value, resumed.sae.state_dict()[key]), key
+    pd.testing.assert_frame_equal(reference.history, resumed.history)
+    return reference
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models: a second thread only adds synchronisation on a shared 2-core machine."""

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import saerad.sae.train as train_module
-from conftest import SimulatedCrash, crash_after_checkpoints
-from saerad.checkpoints import write_checkpoint
+from conftest import assert_sae_resume_is_bit_identical
 from saerad.sae import CheckpointMismatch, TrainConfig, build_sae, make_config, train_sae
 from saerad.sae.ghost_grads import ghost_gradient_loss
 
@@ -108,23 +106,13 @@ def test_ghost_gradients_start_after_one_epoch_and_move_only_dead_features(tmp_p
 
 
 def test_resume_with_ghost_gradients_is_bit_identical(tmp_path, monkeypatch):
-    tokens = _tokens().numpy()
     _patch_build_with_dead_half(monkeypatch)
-    config = make_config("sae_rad", 8, 4)
     train_config = TrainConfig(steps=24, batch_size=32, lr=1e-2, l1_coefficient=1e-2, checkpoint_every=4,
                                log_every=3, ghost_grads=True)
-    reference = train_sae(tokens, config, train_config, tmp_path / "uninterrupted", progress=False)
-
-    written = crash_after_checkpoints(monkeypatch, train_module, 3)  # after step 12, ghost gradients running
-    with pytest.raises(SimulatedCrash):
-        train_sae(tokens, config, train_config, tmp_path / "resumed", progress=False)
-    assert written == [4, 8, 12]
-    monkeypatch.setattr(train_module, "_write_checkpoint", write_checkpoint)
-    resumed = train_sae(tokens, config, train_config, tmp_path / "resumed", progress=False)
-    for name, value in reference.sae.state_dict().items():
-        assert torch.equal(value, resumed.sae.state_dict()[name]), name
+    # killed after step 12, with ghost gradients running since step 8
+    reference = assert_sae_resume_is_bit_identical(monkeypatch, tmp_path, _tokens().numpy(), make_config("sae_rad", 8, 4),
+                                                   train_config, crash_after=3)
     assert (reference.history["dead_feature_loss"] > 0).any()
-    pd.testing.assert_frame_equal(reference.history, resumed.history)
 
 
 def test_ghost_setting_is_part_of_the_run_identity(tmp_path):

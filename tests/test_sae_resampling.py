@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import saerad.sae.train as train_module
-from conftest import SimulatedCrash, crash_after_checkpoints
-from saerad.checkpoints import write_checkpoint
+from conftest import assert_sae_resume_is_bit_identical
 from saerad.sae import TrainConfig, build_sae, evaluate_sae, make_config, train_sae
 from saerad.sae.resampling import reconstruction_residuals, resample_dead_features
 from saerad.sae.train import make_optimizer
@@ -138,23 +136,13 @@ def test_resampling_window_shorter_than_an_epoch_is_refused(tmp_path):
 
 
 def test_resume_with_resampling_is_bit_identical(tmp_path, monkeypatch):
-    tokens = _tokens().numpy()
     _patch_build_with_dead_half(monkeypatch)
-    config = make_config("sae_rad", 8, 4)
     train_config = TrainConfig(steps=24, batch_size=32, lr=1e-2, l1_coefficient=1e-2, checkpoint_every=4, log_every=3,
                                resample_dead_every=8, resample_dead_until=1.0)
-    reference = train_sae(tokens, config, train_config, tmp_path / "uninterrupted", progress=False)
+    # killed after step 12: one resampling to go
+    reference = assert_sae_resume_is_bit_identical(monkeypatch, tmp_path, _tokens().numpy(), make_config("sae_rad", 8, 4),
+                                                   train_config, crash_after=3)
     assert reference.history["resampled_so_far"].iloc[-1] >= 16
-
-    written = crash_after_checkpoints(monkeypatch, train_module, 3)  # crash after step 12: one resampling to go
-    with pytest.raises(SimulatedCrash):
-        train_sae(tokens, config, train_config, tmp_path / "resumed", progress=False)
-    assert written == [4, 8, 12]
-    monkeypatch.setattr(train_module, "_write_checkpoint", write_checkpoint)
-    resumed = train_sae(tokens, config, train_config, tmp_path / "resumed", progress=False)
-    for key, value in reference.sae.state_dict().items():
-        assert torch.equal(value, resumed.sae.state_dict()[key]), key
-    pd.testing.assert_frame_equal(reference.history, resumed.history)
 
 
 @pytest.mark.parametrize("preset", ["sae_rad", "conerly"])
