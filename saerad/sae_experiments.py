@@ -189,20 +189,28 @@ def layer_normed(tokens: np.ndarray) -> np.ndarray:
 
 def dead_feature_runs(train_tokens: np.ndarray, test_tokens: np.ndarray, token_fractions: list[float],
                       layer_norm_l1_coefficient: float | None, expansion_factor: int, l1_coefficient: float,
-                      seed: int) -> list[tuple[Run, str, np.ndarray, np.ndarray]]:
+                      seed: int, batch_size: int) -> tuple[list[tuple[Run, str, np.ndarray, np.ndarray]], list[float]]:
     """SAE-Rad runs that change one thing about the data: fewer training tokens, or layer-normed tokens.
 
-    Returns ``(run, what changed, training tokens, held-out tokens)`` for
-    each fraction of the training tokens (held-out tokens unchanged) and,
-    unless ``layer_norm_l1_coefficient`` is None, for layer-normed tokens
-    trained with that λ (chosen so that L0 lands near the main run's).
+    Returns
+    -------
+    (runs, too_small)
+        ``runs`` holds ``(run, what changed, training tokens, held-out
+        tokens)`` for each fraction of the training tokens (held-out tokens
+        unchanged) and, unless ``layer_norm_l1_coefficient`` is None, for
+        layer-normed tokens trained with that λ (chosen so that L0 lands
+        near the main run's). ``too_small`` lists the fractions left out
+        because they hold fewer tokens than one batch of ``batch_size``.
     """
-    runs = []
+    runs, too_small = [], []
     for fraction in token_fractions:
         subset = subsample_rows(train_tokens, fraction, seed)
+        if len(subset) < batch_size:
+            too_small.append(fraction)
+            continue
         runs.append((Run(f"sae_rad_tokens_{fraction:g}", "sae_rad", expansion_factor, l1_coefficient),
                      f"{fraction:.0%} of the training tokens", subset, test_tokens))
     if layer_norm_l1_coefficient is not None:
         runs.append((Run("sae_rad_layer_normed", "sae_rad", expansion_factor, layer_norm_l1_coefficient),
                      "layer-normed tokens", layer_normed(train_tokens), layer_normed(test_tokens)))
-    return runs
+    return runs, too_small

@@ -38,11 +38,19 @@ def test_layer_normed_tokens_have_zero_mean_unit_spread_and_norm_sqrt_d():
 
 def test_dead_feature_runs_change_one_thing_each():
     train, test = _tokens(40), _tokens(10)
-    runs = experiments.dead_feature_runs(train, test, [0.25, 0.5], 8.0, expansion_factor=4, l1_coefficient=3.0,
-                                         seed=0)
+    runs, too_small = experiments.dead_feature_runs(train, test, [0.25, 0.5], 8.0, expansion_factor=4,
+                                                    l1_coefficient=3.0, seed=0, batch_size=8)
+    assert too_small == []
     assert [run.name for run, *_ in runs] == ["sae_rad_tokens_0.25", "sae_rad_tokens_0.5", "sae_rad_layer_normed"]
     (quarter, _, quarter_train, quarter_test), _, (normed, _, normed_train, normed_test) = runs
     assert len(quarter_train) == 10 and quarter_test is test and quarter.l1_coefficient == 3.0
     assert normed.l1_coefficient == 8.0 and len(normed_train) == 40
     np.testing.assert_allclose(normed_test, experiments.layer_normed(test))
-    assert experiments.dead_feature_runs(train, test, [], None, 4, 3.0, 0) == []
+    assert experiments.dead_feature_runs(train, test, [], None, 4, 3.0, 0, batch_size=8) == ([], [])
+
+
+def test_a_share_smaller_than_one_batch_is_left_out_not_trained():
+    runs, too_small = experiments.dead_feature_runs(_tokens(40), _tokens(10), [0.25, 0.5], None, 4, 3.0, 0,
+                                                    batch_size=16)
+    assert too_small == [0.25]
+    assert [run.name for run, *_ in runs] == ["sae_rad_tokens_0.5"]
