@@ -27,6 +27,12 @@ from saerad.checkpoints import known_fields
 #: Encoder families, named as SAELens names its architectures.
 ARCHITECTURES = ("gated", "standard", "topk", "matryoshka")
 
+#: Families whose features open when a pre-activation beats a bias (and whose sparsity is a penalty).
+BIAS_GATED_FAMILIES = ("gated", "standard")
+
+#: Families whose features open by rank among the pre-activations (k per input or per batch).
+RANKED_FAMILIES = ("topk", "matryoshka")
+
 #: The four switches that separate the gated SAE from SAE-Rad (Section 4.1).
 SWITCHES = ("unit_norm_decoder", "decoder_norm_in_sparsity", "centre_input", "aux_stop_gradient")
 
@@ -85,7 +91,7 @@ class SAEConfig:
             raise ValueError(f"d_in and expansion_factor must be positive, got {self.d_in}, {self.expansion_factor}")
         if self.aux_stop_gradient and self.architecture != "gated":
             raise ValueError("aux_stop_gradient only applies to the gated family (others have no auxiliary loss)")
-        if self.architecture in ("topk", "matryoshka"):
+        if self.architecture in RANKED_FAMILIES:
             if self.k is None or not 1 <= self.k <= self.d_sae:
                 raise ValueError(f"{self.architecture} needs 1 <= k <= d_sae={self.d_sae}, got k={self.k}")
         elif self.k is not None:

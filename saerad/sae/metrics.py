@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from saerad.sae.config import RANKED_FAMILIES
 from saerad.sae.models import SparseAutoencoder
 
 
@@ -106,7 +107,7 @@ def gate_geometry(sae: SparseAutoencoder, tokens: np.ndarray, batch_size: int = 
     """
     import pandas as pd
 
-    if sae.config.architecture in ("topk", "matryoshka"):
+    if sae.config.architecture in RANKED_FAMILIES:
         raise ValueError(f"{sae.config.architecture} features open by rank, not by a bias; gate_geometry does not apply")
     if tokens.ndim != 2 or tokens.shape[1] != sae.config.d_in or len(tokens) == 0:
         raise ValueError(f"tokens must have shape [N > 0, {sae.config.d_in}], got {tokens.shape}")

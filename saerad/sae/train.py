@@ -31,7 +31,7 @@ from saerad.checkpoints import check_parameters_finite as _check_parameters_fini
 from saerad.checkpoints import write_checkpoint as _write_checkpoint
 from saerad.io import write_table
 from saerad.sae.aux_k import aux_k_loss
-from saerad.sae.config import SAEConfig
+from saerad.sae.config import BIAS_GATED_FAMILIES, RANKED_FAMILIES, SAEConfig
 from saerad.sae.ghost_grads import ghost_gradient_loss
 from saerad.sae.models import SparseAutoencoder, build_sae
 from saerad.sae.resampling import resample_dead_features
@@ -116,10 +116,10 @@ class TrainConfig(ConfigRecord):
 
     def check_architecture(self, architecture: str) -> None:
         """Refuse a dead-feature loss the architecture has no use for."""
-        if self.ghost_grads and architecture not in ("gated", "standard"):
+        if self.ghost_grads and architecture not in BIAS_GATED_FAMILIES:
             raise ValueError(f"ghost_grads is for the L1-penalised families (gated, standard), not {architecture!r}; "
                              "TopK-style SAEs take aux_k")
-        if self.aux_k and architecture not in ("topk", "matryoshka"):
+        if self.aux_k and architecture not in RANKED_FAMILIES:
             raise ValueError(f"aux_k is for the TopK families (topk, matryoshka), not {architecture!r}: a closed "
                              "gate or a ReLU at zero has no pre-activation to rank; gated and standard take ghost_grads")
 
@@ -398,14 +398,18 @@ def _history_row(step: int, lr: float, l1: float, terms: dict[str, torch.Tensor]
     return row
 
 
+#: Each optional addition to the recipe: the field that switches it on, and all its fields.
+_OPTIONAL_ADDITIONS = {"resample_dead_every": ("resample_dead_every", "resample_dead_until"),
+                       "ghost_grads": ("ghost_grads",),
+                       "aux_k": ("aux_k", "aux_k_coefficient")}
+
+
 def _run_identity(sae_config: SAEConfig, train_config: TrainConfig, tokens: np.ndarray) -> dict[str, Any]:
     relevant = {k: v for k, v in train_config.to_dict().items() if k not in _RESUME_FREE_FIELDS}
-    if not train_config.resample_dead_every:
-        # Without resampling its window is moot; leaving both out also keeps checkpoints written before
-        # resampling existed resumable.
-        del relevant["resample_dead_every"], relevant["resample_dead_until"]
-    if not train_config.ghost_grads:
-        del relevant["ghost_grads"]
-    if not train_config.aux_k:
-        del relevant["aux_k"], relevant["aux_k_coefficient"]
+    # The settings of an optional addition that is off do not change the run; leaving them out also keeps
+    # checkpoints written before the addition existed resumable.
+    for switch, settings in _OPTIONAL_ADDITIONS.items():
+        if not getattr(train_config, switch):
+            for name in settings:
+                del relevant[name]
     return {"sae_config": sae_config.to_dict(), "train_config": relevant, "data": data_fingerprint(tokens)}
