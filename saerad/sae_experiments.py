@@ -9,6 +9,7 @@ kept in separate columns whose names start with ``paper_``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,29 @@ def layer_normed(tokens: np.ndarray) -> np.ndarray:
     tokens = np.asarray(tokens, dtype=np.float64)
     centred = tokens - tokens.mean(axis=1, keepdims=True)
     return (centred / centred.std(axis=1, keepdims=True)).astype(np.float32)
+
+
+_DICTIONARY_SIZE_PREFIX = "sae_rad_x"
+
+
+def dictionary_size_runs(expansion_factors: list[int], main_expansion_factor: int, l1_coefficient: float) -> list[Run]:
+    """SAE-Rad with smaller (or larger) dictionaries at the main run's λ, on the same tokens.
+
+    The other way to give every feature more tokens than shrinking the data
+    would take away: does a dictionary with more training tokens per feature
+    than the paper's keep every feature alive? The main run's size is
+    skipped (its own row answers for it); names are ``sae_rad_x<factor>``.
+    """
+    bad = [factor for factor in expansion_factors if int(factor) != factor or factor < 1]
+    if bad:
+        raise ValueError(f"dictionary sizes are whole multiples of the token dimension (>= 1), got {bad}")
+    return [Run(f"{_DICTIONARY_SIZE_PREFIX}{int(factor)}", "sae_rad", int(factor), l1_coefficient)
+            for factor in sorted(set(expansion_factors)) if factor != main_expansion_factor]
+
+
+def is_dictionary_size_run(name: str) -> bool:
+    """Whether an SAE folder name is one of :func:`dictionary_size_runs` (the features chapter picks them out)."""
+    return re.fullmatch(re.escape(_DICTIONARY_SIZE_PREFIX) + r"\d+", name) is not None
 
 
 def dead_feature_runs(train_tokens: np.ndarray, test_tokens: np.ndarray, token_fractions: list[float],

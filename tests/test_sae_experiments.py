@@ -1,4 +1,4 @@
-"""The SAE chapter's data variants: token subsets and layer-normed tokens."""
+"""The SAE chapter's dead-feature variants: token subsets, layer-normed tokens, dictionary sizes."""
 
 from __future__ import annotations
 
@@ -54,3 +54,15 @@ def test_a_share_smaller_than_one_batch_is_left_out_not_trained():
                                                     batch_size=16)
     assert too_small == [0.25]
     assert [run.name for run, *_ in runs] == ["sae_rad_tokens_0.5"]
+
+
+def test_dictionary_size_runs_skip_the_main_size_and_keep_its_coefficient():
+    runs = experiments.dictionary_size_runs([2, 1, 8, 2], main_expansion_factor=8, l1_coefficient=3.0)
+    assert [(run.name, run.expansion_factor, run.l1_coefficient, run.preset) for run in runs] == [
+        ("sae_rad_x1", 1, 3.0, "sae_rad"), ("sae_rad_x2", 2, 3.0, "sae_rad")]
+    assert experiments.dictionary_size_runs([], 8, 3.0) == []
+    assert all(experiments.is_dictionary_size_run(run.name) for run in runs)
+    assert not any(map(experiments.is_dictionary_size_run, ["sae_rad_main", "x8", "sae_rad_x", "sae_rad_x2_dense"]))
+    for bad in ([0], [1.5], [-2]):
+        with pytest.raises(ValueError, match="whole multiples"):
+            experiments.dictionary_size_runs(bad, 8, 3.0)
