@@ -86,7 +86,9 @@ def check_parameters_finite(model: nn.Module, step: int, checkpoint_path: Path) 
 def check_same_run(stored: dict[str, Any], requested: dict[str, Any], path: Path, config_parts: Sequence[str]) -> None:
     """Raise :class:`CheckpointMismatch` listing every difference between two run identities.
 
-    An identity holds one dict per name of ``config_parts`` and a ``data`` fingerprint.
+    An identity holds one dict per name of ``config_parts``, a ``data``
+    fingerprint and possibly other fingerprints (e.g. ``held_out``); an entry
+    present on one side only is a difference too.
     """
     if stored == requested:
         return
@@ -95,8 +97,9 @@ def check_same_run(stored: dict[str, Any], requested: dict[str, Any], path: Path
         keys = sorted(set(stored[part]) | set(requested[part]))
         differences += [f"{part}.{k}: checkpoint {stored[part].get(k)!r} vs requested {requested[part].get(k)!r}"
                         for k in keys if stored[part].get(k) != requested[part].get(k)]
-    if stored["data"] != requested["data"]:
-        differences.append(f"data: checkpoint {stored['data']} vs requested {requested['data']}")
+    for key in sorted((set(stored) | set(requested)) - set(config_parts)):
+        if stored.get(key) != requested.get(key):
+            differences.append(f"{key}: checkpoint {stored.get(key)} vs requested {requested.get(key)}")
     raise CheckpointMismatch(
         f"{path} belongs to another run ({'; '.join(differences)}).\n"
         f"checkpoint configs: {' '.join(str(stored[part]) for part in config_parts)}\n"

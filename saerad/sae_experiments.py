@@ -59,6 +59,9 @@ def train_and_evaluate(run: Run, train_tokens: np.ndarray, test_tokens: np.ndarr
                        stage_dir: str | Path, progress: bool = False) -> tuple[dict[str, Any], Any]:
     """Train (or resume) one run and measure it on both splits.
 
+    The held-out tokens are also measured at every logged step (the
+    ``held_out_`` columns of the history).
+
     Returns
     -------
     (row, result)
@@ -77,10 +80,11 @@ def train_and_evaluate(run: Run, train_tokens: np.ndarray, test_tokens: np.ndarr
     config = replace(train_config, l1_coefficient=run.l1_coefficient)
     out_dir = Path(stage_dir) / run.name
     try:
-        result = train_sae(train_tokens, sae_config, config, out_dir, progress=progress)
+        result = train_sae(train_tokens, sae_config, config, out_dir, progress=progress, held_out=test_tokens)
     except CheckpointMismatch:
         # The folder holds a run of other settings: this one replaces it.
-        result = train_sae(train_tokens, sae_config, config, out_dir, progress=progress, overwrite=True)
+        result = train_sae(train_tokens, sae_config, config, out_dir, progress=progress, overwrite=True,
+                           held_out=test_tokens)
     held_out = evaluate_sae(result.sae, test_tokens)
     seen = evaluate_sae(result.sae, train_tokens)
     row = {

@@ -323,9 +323,10 @@ def crash_after_checkpoints(monkeypatch, train_module, count: int, error: type[B
 
 
 def assert_sae_resume_is_bit_identical(monkeypatch, tmp_path: Path, tokens, sae_config, train_config,
-                                       crash_after: int):
+                                       crash_after: int, **train_options):
     """Train once uninterrupted, once killed after ``crash_after`` checkpoints and resumed; assert equal results.
 
+    ``train_options`` go to every ``train_sae`` call (e.g. ``held_out``).
     Returns the uninterrupted :class:`saerad.sae.TrainResult`, for checks on what happened in the run.
     """
     import pandas as pd
@@ -335,13 +336,14 @@ def assert_sae_resume_is_bit_identical(monkeypatch, tmp_path: Path, tokens, sae_
     from saerad.checkpoints import write_checkpoint
     from saerad.sae import train_sae
 
-    reference = train_sae(tokens, sae_config, train_config, tmp_path / "uninterrupted", progress=False)
+    reference = train_sae(tokens, sae_config, train_config, tmp_path / "uninterrupted", progress=False,
+                          **train_options)
     written = crash_after_checkpoints(monkeypatch, train_module, crash_after)
     with pytest.raises(SimulatedCrash):
-        train_sae(tokens, sae_config, train_config, tmp_path / "resumed", progress=False)
+        train_sae(tokens, sae_config, train_config, tmp_path / "resumed", progress=False, **train_options)
     assert written == [train_config.checkpoint_every * (n + 1) for n in range(crash_after)]
     monkeypatch.setattr(train_module, "_write_checkpoint", write_checkpoint)
-    resumed = train_sae(tokens, sae_config, train_config, tmp_path / "resumed", progress=False)
+    resumed = train_sae(tokens, sae_config, train_config, tmp_path / "resumed", progress=False, **train_options)
     for key, value in reference.sae.state_dict().items():
         assert torch.equal(value, resumed.sae.state_dict()[key]), key
     pd.testing.assert_frame_equal(reference.history, resumed.history)

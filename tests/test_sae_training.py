@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import saerad.sae.train as train_module
-from conftest import SimulatedCrash, crash_after_checkpoints
-from saerad.checkpoints import write_checkpoint
+from conftest import assert_sae_resume_is_bit_identical
 from saerad.sae import (
     CheckpointMismatch, TrainConfig, TrainingDiverged, evaluate_sae, load_sae, make_config, train_sae,
 )
@@ -79,22 +78,42 @@ SHORT = TrainConfig(steps=12, batch_size=32, lr=1e-2, l1_coefficient=1e-2, check
 
 
 def test_resume_after_crash_is_bit_identical(tmp_path, monkeypatch):
+    reference = assert_sae_resume_is_bit_identical(monkeypatch, tmp_path, _tokens(), SMALL, SHORT, crash_after=2)
+    assert list(reference.history["step"]) == [0, 3, 6, 9, 11]
+
+
+HELD_OUT_COLUMNS = ["held_out_l0", "held_out_explained_variance"]
+
+
+def test_held_out_curves_measure_unseen_tokens_without_changing_training(tmp_path, monkeypatch):
+    tokens, held_out = _tokens(), _tokens(64, seed=1)
+    plain = train_sae(tokens, SMALL, SHORT, tmp_path / "plain", progress=False)
+    assert plain.history[HELD_OUT_COLUMNS].isna().all().all()
+    watched = assert_sae_resume_is_bit_identical(monkeypatch, tmp_path / "watched", tokens, SMALL, SHORT,
+                                                 crash_after=1, held_out=held_out)
+    for key, value in plain.sae.state_dict().items():  # measuring the held-out tokens does not disturb training
+        assert torch.equal(value, watched.sae.state_dict()[key]), key
+    pd.testing.assert_frame_equal(plain.history.drop(columns=HELD_OUT_COLUMNS),
+                                  watched.history.drop(columns=HELD_OUT_COLUMNS))
+    assert watched.history[HELD_OUT_COLUMNS].notna().all().all()
+    final = evaluate_sae(watched.sae, held_out)  # the last row is logged after the last update
+    assert watched.history["held_out_l0"].iloc[-1] == final["l0"]
+    assert watched.history["held_out_explained_variance"].iloc[-1] == final["explained_variance"]
+
+
+def test_held_out_tokens_are_part_of_the_run_identity(tmp_path):
     tokens = _tokens()
-    reference = train_sae(tokens, SMALL, SHORT, tmp_path / "uninterrupted", progress=False)
-
-    written = crash_after_checkpoints(monkeypatch, train_module, 2)
-    with pytest.raises(SimulatedCrash):
-        train_sae(tokens, SMALL, SHORT, tmp_path / "resumed", progress=False)
-    assert written == [4, 8]
-    monkeypatch.setattr(train_module, "_write_checkpoint", write_checkpoint)
-    resumed = train_sae(tokens, SMALL, SHORT, tmp_path / "resumed", progress=False)
-
-    reference_state, resumed_state = reference.sae.state_dict(), resumed.sae.state_dict()
-    assert reference_state.keys() == resumed_state.keys()
-    for key in reference_state:
-        assert torch.equal(reference_state[key], resumed_state[key]), key
-    pd.testing.assert_frame_equal(reference.history, resumed.history)
-    assert list(resumed.history["step"]) == [0, 3, 6, 9, 11]
+    train_sae(tokens, SMALL, SHORT, tmp_path, progress=False, held_out=_tokens(64, seed=1))
+    with pytest.raises(CheckpointMismatch, match=r"held_out: checkpoint 64x8:float32:\w+ vs requested 64x8"):
+        train_sae(tokens, SMALL, SHORT, tmp_path, progress=False, held_out=_tokens(64, seed=2))
+    with pytest.raises(CheckpointMismatch, match=r"held_out: checkpoint 64x8:float32:\w+ vs requested None"):
+        train_sae(tokens, SMALL, SHORT, tmp_path, progress=False)
+    for bad, message in ((np.zeros((0, 8), np.float32), r"held_out tokens must have shape \[m > 0, 8\]"),
+                         (np.zeros((4, 7), np.float32), r"got \(4, 7\)"),
+                         (np.full((4, 8), np.nan, np.float32), "held_out tokens contain NaN")):
+        with pytest.raises(ValueError, match=message):
+            train_sae(tokens, SMALL, SHORT, tmp_path / "bad", progress=False, held_out=bad)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
 
 
 def test_outputs_and_rerun_of_a_finished_run(tmp_path):
@@ -104,7 +123,8 @@ def test_outputs_and_rerun_of_a_finished_run(tmp_path):
         assert (tmp_path / name).exists(), name
     assert list(first.history.columns) == ["step", "lr", "l1_coefficient", "reconstruction", "sparsity",
                                            "auxiliary", "total", "dead_feature_loss", "l0", "mse", "mse_per_element",
-                                           "explained_variance", "silent_for_an_epoch", "resampled_so_far"]
+                                           "explained_variance", *HELD_OUT_COLUMNS, "silent_for_an_epoch",
+                                           "resampled_so_far"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "history.csv"), first.history, check_dtype=False)
     loaded = load_sae(tmp_path)
     again = train_sae(tokens, SMALL, SHORT, tmp_path, progress=False)  # finished checkpoint: no new steps

@@ -33,6 +33,7 @@ from saerad.io import write_table
 from saerad.sae.aux_k import aux_k_loss
 from saerad.sae.config import BIAS_GATED_FAMILIES, RANKED_FAMILIES, SAEConfig
 from saerad.sae.ghost_grads import ghost_gradient_loss
+from saerad.sae.metrics import evaluate_sae
 from saerad.sae.models import SparseAutoencoder, build_sae
 from saerad.sae.resampling import resample_dead_features
 from saerad.sae.saelens_format import save_sae
@@ -253,7 +254,7 @@ def dead_feature_loss_for(sae: SparseAutoencoder, train_config: TrainConfig, dea
 
 
 def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConfig, out_dir: str | Path,
-              progress: bool = True, overwrite: bool = False) -> TrainResult:
+              progress: bool = True, overwrite: bool = False, held_out: np.ndarray | None = None) -> TrainResult:
     """Train an SAE on ``tokens``, resuming from ``out_dir/checkpoint.pt`` if it is of the same run.
 
     Parameters
@@ -269,6 +270,13 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
     overwrite
         Discard an existing checkpoint instead of resuming it (needed when it
         belongs to other configs or other data).
+    held_out
+        Optional ``[m, d_in]`` tokens the SAE never trains on. At every logged
+        step the history then also holds their L0 and explained variance
+        (``held_out_l0``, ``held_out_explained_variance``; NaN without them),
+        so a growing gap to the training batches shows the SAE fitting its
+        few training tokens rather than the data. They are part of the run's
+        identity: a checkpoint resumes only with the same held-out tokens.
 
     Returns
     -------
@@ -285,11 +293,16 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
         raise ValueError(f"tokens must have shape [n, {sae_config.d_in}], got {tokens.shape}")
     if not np.isfinite(tokens).all():
         raise ValueError("tokens contain NaN or Inf values")
+    if held_out is not None:
+        if held_out.ndim != 2 or held_out.shape[1] != sae_config.d_in or len(held_out) == 0:
+            raise ValueError(f"held_out tokens must have shape [m > 0, {sae_config.d_in}], got {held_out.shape}")
+        if not np.isfinite(held_out).all():
+            raise ValueError("held_out tokens contain NaN or Inf values")
     train_config.check_architecture(sae_config.architecture)
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_FILENAME
     device = torch.device(train_config.device)
-    identity = _run_identity(sae_config, train_config, tokens)
+    identity = _run_identity(sae_config, train_config, tokens, held_out)
 
     sae = build_sae(sae_config).to(device)
     optimizer = make_optimizer(sae, train_config.lr)
@@ -345,6 +358,9 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
                 row = _history_row(step, lr, l1, terms, x, x_hat, h)
                 row["silent_for_an_epoch"] = _silent_features(last_fired, step, order.batches_per_epoch)
                 row["resampled_so_far"] = resampled
+                if held_out is not None:
+                    measured = evaluate_sae(sae, held_out)
+                    row["held_out_l0"], row["held_out_explained_variance"] = measured["l0"], measured["explained_variance"]
                 history.append(row)
                 bar.set_postfix(loss=f"{row['total']:.4g}", l0=f"{row['l0']:.1f}", ev=f"{row['explained_variance']:.3f}")
             bar.update(1)
@@ -366,7 +382,8 @@ def train_sae(tokens: np.ndarray, sae_config: SAEConfig, train_config: TrainConf
 
 
 _HISTORY_COLUMNS = ("step", "lr", "l1_coefficient", *LOSS_TERMS, "dead_feature_loss", "l0", "mse", "mse_per_element",
-                    "explained_variance", "silent_for_an_epoch", "resampled_so_far")
+                    "explained_variance", "held_out_l0", "held_out_explained_variance", "silent_for_an_epoch",
+                    "resampled_so_far")
 
 
 def _silent_features(last_fired: torch.Tensor, step: int, batches_per_epoch: int) -> float:
@@ -404,7 +421,8 @@ _OPTIONAL_ADDITIONS = {"resample_dead_every": ("resample_dead_every", "resample_
                        "aux_k": ("aux_k", "aux_k_coefficient")}
 
 
-def _run_identity(sae_config: SAEConfig, train_config: TrainConfig, tokens: np.ndarray) -> dict[str, Any]:
+def _run_identity(sae_config: SAEConfig, train_config: TrainConfig, tokens: np.ndarray,
+                  held_out: np.ndarray | None = None) -> dict[str, Any]:
     relevant = {k: v for k, v in train_config.to_dict().items() if k not in _RESUME_FREE_FIELDS}
     # The settings of an optional addition that is off do not change the run; leaving them out also keeps
     # checkpoints written before the addition existed resumable.
@@ -412,4 +430,7 @@ def _run_identity(sae_config: SAEConfig, train_config: TrainConfig, tokens: np.n
         if not getattr(train_config, switch):
             for name in settings:
                 del relevant[name]
-    return {"sae_config": sae_config.to_dict(), "train_config": relevant, "data": data_fingerprint(tokens)}
+    identity = {"sae_config": sae_config.to_dict(), "train_config": relevant, "data": data_fingerprint(tokens)}
+    if held_out is not None:  # absent otherwise, so that runs without held-out curves keep their identity
+        identity["held_out"] = data_fingerprint(held_out)
+    return identity
