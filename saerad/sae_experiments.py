@@ -198,10 +198,10 @@ _DICTIONARY_SIZE_PREFIX = "sae_rad_x"
 def dictionary_size_runs(expansion_factors: list[int], main_expansion_factor: int, l1_coefficient: float) -> list[Run]:
     """SAE-Rad with smaller (or larger) dictionaries at the main run's λ, on the same tokens.
 
-    The other way to give every feature more tokens than shrinking the data
-    would take away: does a dictionary with more training tokens per feature
-    than the paper's keep every feature alive? The main run's size is
-    skipped (its own row answers for it); names are ``sae_rad_x<factor>``.
+    The way to give each feature more training tokens without more data:
+    does a dictionary with more tokens per feature than the paper's (4.9)
+    keep every feature alive? The main run's size is skipped (its own row
+    answers for it); names are ``sae_rad_x<factor>``.
     """
     bad = [factor for factor in expansion_factors if int(factor) != factor or factor < 1]
     if bad:
