@@ -24,7 +24,9 @@ therefore never forms its own batches: it runs the batches a single process
 would run (``batch_size`` images from the start of each ``chunk_size``
 chunk) that contain at least one of its rows, and keeps only its rows. At a
 shard boundary inside a batch both neighbours compute that batch, which
-costs at most one batch per boundary.
+costs at most one batch per boundary. On a CPU the equality also needs the
+same number of torch threads per process as the run compared against (some
+kernels round a one-image batch differently with another thread count).
 
 Resuming
 --------

@@ -3,6 +3,7 @@ both written by the tests themselves (nothing is downloaded)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 from pathlib import Path
@@ -353,9 +354,18 @@ def assert_sae_resume_is_bit_identical(monkeypatch, tmp_path: Path, tokens, sae_
 @pytest.fixture
 def one_thread():
     """Tiny models: a second thread only adds synchronisation on a shared 2-core machine."""
+    with torch_threads(1):
+        yield
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run the block with ``count`` intra-op torch threads, then restore the previous number."""
     import torch
 
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -3,6 +3,11 @@
 The encoder is the shipped demo ResNet, whose float32 output for an image
 depends on the other images in its batch (checked below), so equality here
 means the shards really ran the single-process batches.
+
+Every encode in this file uses one torch thread, as torchrun's workers do
+(``OMP_NUM_THREADS=1``): on some CPUs torch's kernels round a one-image
+batch differently with two threads, a property of the kernels, not of the
+sharding this file checks.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import pytest
 import scipy.sparse as sp
 from PIL import Image
 
+from conftest import torch_threads
 from saerad import distributed
 from saerad.distributed import FAIL_AFTER_PARTS_ENV, RankInfo, ShardError, ShardFiles
 from saerad.encode_sharded import run_sharded_encode
@@ -29,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ENCODER = str(REPO_ROOT / "models" / "synthcxr-resnet-small")
 TORCHRUN = REPO_ROOT / ".venv" / "bin" / "torchrun"
 BATCH, CHUNK = 3, 7
+pytestmark = pytest.mark.usefixtures("one_thread")  # the threads of torchrun's workers; see the module docstring
 #: images per study: 12 studies, 21 images; row 9 is unreadable.
 STUDY_SIZES = [1, 2, 1, 3, 1, 1, 2, 2, 1, 3, 2, 2]
 BROKEN_ROW = 9
@@ -61,7 +68,8 @@ def dataset(tmp_path_factory):
     reference = base / "reference"
     encoder = ClassTokenEncoder(ENCODER)
     paths = [image_root / row["image_path"] for row in rows]
-    encode_files(encoder, paths, reference, batch_size=BATCH, chunk_size=CHUNK, progress=False)
+    with torch_threads(1):
+        encode_files(encoder, paths, reference, batch_size=BATCH, chunk_size=CHUNK, progress=False)
     return {"template": base / "template", "reference": reference, "paths": paths, "encoder": encoder}
 
 
