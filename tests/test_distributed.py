@@ -68,7 +68,7 @@ def dataset(tmp_path_factory):
     reference = base / "reference"
     encoder = ClassTokenEncoder(ENCODER)
     paths = [image_root / row["image_path"] for row in rows]
-    with torch_threads(1):
+    with torch_threads(1):  # a module fixture is built before the one_thread fixture of its first test
         encode_files(encoder, paths, reference, batch_size=BATCH, chunk_size=CHUNK, progress=False)
     return {"template": base / "template", "reference": reference, "paths": paths, "encoder": encoder}
 
