@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saerad.io import write_table
+from saerad.io import read_jsonl, write_table
 from saerad.mimic.loader import LoadedDataset, load_dataset
 
 #: Counts reported in the paper (Section 5.1) for MIMIC-CXR after its rules.
@@ -78,18 +78,18 @@ def reporting_rates(dataset_root: str | Path, ground_truth: pd.DataFrame, images
     the share of those whose report states it as present (definitely or
     possibly), and the share of images *without* it whose report states it.
     """
-    import gzip
-    import json
-
     from saerad.synthcxr import FINDINGS
 
     stated: dict[int, set[str]] = {}
-    with gzip.open(Path(dataset_root) / "synthcxr-report-facts.jsonl.gz", "rt") as handle:
-        for line in handle:
-            study = json.loads(line)
+    facts_path = Path(dataset_root) / "synthcxr-report-facts.jsonl.gz"
+    for number, study in read_jsonl(facts_path, ("study_id", "sentences")):
+        try:
             stated[int(study["study_id"])] = {
                 fact["finding"] for sentence in study["sentences"] for fact in sentence["facts"] if fact["present"]
             }
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{facts_path}:{number}: expected study_id and sentences "
+                             f"[{{text, facts: [{{finding, present, ...}}]}}] ({error!r})") from error
     study_ids = images["study_id"].to_numpy()
     rows = []
     for finding in FINDINGS:

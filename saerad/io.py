@@ -8,11 +8,12 @@ half-written file behind and never destroys the previous complete version.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,36 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+
+def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> Iterator[tuple[int, dict]]:
+    """``(line number, record)`` for every non-blank line of a JSON Lines file.
+
+    A name ending in ``.gz`` is read through gzip. Line numbers start at 1,
+    so callers can name the line in their own checks of a record's values.
+
+    Raises
+    ------
+    ValueError
+        ``path:line`` and what is wrong, for a line that is not a JSON object
+        or an object lacking one of the ``required`` fields.
+    """
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON ({error})") from error
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            missing = [name for name in required if name not in record]
+            if missing:
+                raise ValueError(f"{path}:{number}: record lacks field(s) {missing}; expected {list(required)}")
+            yield number, record
 
 
 def write_table(path: str | os.PathLike, table: pd.DataFrame, index: bool = False) -> Path:

@@ -373,7 +373,7 @@ def test_oracle_bad_input_is_named(hand_facts, tmp_path):
         oracle_radfact([float("nan")], facts, references=["a."])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"study_id": 1}\n')
-    with pytest.raises(ValueError, match="bad.jsonl: line 1"):
+    with pytest.raises(ValueError, match="bad.jsonl:1: "):
         SentenceFacts.from_synthcxr(bad)
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         SentenceFacts.from_synthcxr(tmp_path / "missing.jsonl")

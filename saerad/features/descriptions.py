@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from saerad.io import atomic_path
+from saerad.io import atomic_path, read_jsonl
 from saerad.text import split_sentences
 
 Findings = frozenset  # of (finding name, present) pairs
@@ -89,27 +89,17 @@ def read_descriptions(path: str | Path) -> dict[int, FeatureDescription]:
         raise FileNotFoundError(f"{path} is missing: run the features stage first")
     descriptions: dict[int, FeatureDescription] = {}
     required = ("feature", "status", "description", "statements")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error})") from error
-            missing = [name for name in required if name not in record]
-            if missing:
-                raise ValueError(f"{path}:{number}: record lacks field(s) {missing}; expected {list(required)}")
-            if record["status"] not in ("ok", "flagged"):
-                raise ValueError(f"{path}:{number}: field 'status' is {record['status']!r}; expected 'ok' or 'flagged'")
-            statements = tuple(
-                Statement(item["text"], frozenset((name, bool(present)) for name, present in item.get("findings", [])))
-                for item in record["statements"]
-            )
-            description = FeatureDescription(
-                feature=int(record["feature"]), status=record["status"], description=record["description"],
-                statements=statements, backend=record.get("backend", ""), model=record.get("model", ""),
-                prompt=record.get("prompt", ""), reply=record.get("reply"), flag_reason=record.get("flag_reason"),
-            )
-            descriptions[description.feature] = description
+    for number, record in read_jsonl(path, required):
+        if record["status"] not in ("ok", "flagged"):
+            raise ValueError(f"{path}:{number}: field 'status' is {record['status']!r}; expected 'ok' or 'flagged'")
+        statements = tuple(
+            Statement(item["text"], frozenset((name, bool(present)) for name, present in item.get("findings", [])))
+            for item in record["statements"]
+        )
+        description = FeatureDescription(
+            feature=int(record["feature"]), status=record["status"], description=record["description"],
+            statements=statements, backend=record.get("backend", ""), model=record.get("model", ""),
+            prompt=record.get("prompt", ""), reply=record.get("reply"), flag_reason=record.get("flag_reason"),
+        )
+        descriptions[description.feature] = description
     return descriptions

@@ -27,13 +27,12 @@ rows (``indices``) without touching the DataFrames again.
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from saerad.io import read_jsonl
 from saerad.metrics.chexpert_rules import label_report, report_findings, sentence_findings
 from saerad.mimic.loader import CHEXPERT_OBSERVATIONS
 from saerad.synthcxr.catalogue import FINDINGS
@@ -163,13 +162,11 @@ def _binary_scores(pred: np.ndarray, true: np.ndarray, names) -> pd.DataFrame:
 
 def _read_facts(path: Path) -> dict[int, dict]:
     out = {}
-    with gzip.open(path, "rt") as fh:
-        for line_no, line in enumerate(fh, 1):
-            try:
-                rec = json.loads(line)
-                out[int(rec["study_id"])] = rec
-            except (ValueError, KeyError) as err:
-                raise ValueError(f"{path}: line {line_no} is not a report-facts record ({err})") from err
+    for number, record in read_jsonl(path, ("study_id", "sentences")):
+        try:
+            out[int(record["study_id"])] = record
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}:{number}: field 'study_id' is {record['study_id']!r}; expected an integer") from error
     return out
 
 

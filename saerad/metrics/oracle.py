@@ -34,8 +34,6 @@ Hedged facts ("may reflect atelectasis") count as stated present by default
 
 from __future__ import annotations
 
-import gzip
-import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,7 +43,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from saerad.metrics.radfact import normalise_text, split_sentences
+from saerad.io import read_jsonl
+from saerad.metrics.radfact import normalise_text, precision_recall_f1, split_sentences
 from saerad.synthcxr.catalogue import FINDINGS
 
 Facts = frozenset  # frozenset[tuple[str, bool]]
@@ -86,25 +85,19 @@ class SentenceFacts:
         path = Path(facts_path)
         if not path.exists():
             raise FileNotFoundError(f"SentenceFacts: facts file {path} does not exist")
-        opener = gzip.open if path.name.endswith(".gz") else open
         by_study: dict[int, dict[str, Facts]] = {}
         seen: dict[str, set] = {}
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    study_id = int(record["study_id"])
-                    sentences = record["sentences"]
-                    parsed = [(normalise_text(s["text"]), _facts(s["facts"], uncertain)) for s in sentences]
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                    raise ValueError(f"{path}: line {number} is not a study record with study_id and sentences "
-                                     f"[{{text, facts: [{{finding, present, certainty}}]}}] ({error!r})") from error
-                own = by_study.setdefault(study_id, {})
-                for text, facts in parsed:
-                    own[text] = facts
-                    seen.setdefault(text, set()).add(facts)
+        for number, record in read_jsonl(path, ("study_id", "sentences")):
+            try:
+                study_id = int(record["study_id"])
+                parsed = [(normalise_text(s["text"]), _facts(s["facts"], uncertain)) for s in record["sentences"]]
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"{path}:{number}: not a study record with study_id and sentences "
+                                 f"[{{text, facts: [{{finding, present, certainty}}]}}] ({error!r})") from error
+            own = by_study.setdefault(study_id, {})
+            for text, facts in parsed:
+                own[text] = facts
+                seen.setdefault(text, set()).add(facts)
         by_text = {text: next(iter(variants)) if len(variants) == 1 else None for text, variants in seen.items()}
         return cls(by_study=by_study, by_text=by_text)
 
@@ -167,16 +160,6 @@ def study_truth(ground_truth_path: str | Path, include_nuisance: bool = True) ->
 # Per-study scores
 
 
-def _share(flags: Sequence[bool]) -> float:
-    return float(np.mean(flags)) if len(flags) else float("nan")
-
-
-def _f1(precision: float, recall: float) -> float:
-    if not (np.isfinite(precision) and np.isfinite(recall)):
-        return float("nan")
-    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-
-
 def _sentence_entailed(facts: Facts, text: str, other_facts: Facts, other_texts: set[str]) -> bool:
     if facts:
         return facts <= other_facts
@@ -200,9 +183,8 @@ def oracle_study_against_reference(
     reference_texts = {normalise_text(t) for t, _ in known_reference}
     precision_flags = [_sentence_entailed(f, t, reference_facts, reference_texts) for t, f in known_candidate]
     recall_flags = [_sentence_entailed(f, t, candidate_facts, candidate_texts) for t, f in known_reference]
-    precision, recall = _share(precision_flags), _share(recall_flags)
     return {
-        "precision": precision, "recall": recall, "f1": _f1(precision, recall),
+        **precision_recall_f1(precision_flags, recall_flags),
         "n_candidate_sentences": len(known_candidate), "n_reference_sentences": len(known_reference),
         "n_candidate_entailed": int(sum(precision_flags)), "n_reference_entailed": int(sum(recall_flags)),
         "n_candidate_unknown": len(candidate) - len(known_candidate),
@@ -223,9 +205,8 @@ def oracle_study_against_truth(candidate: Sequence[tuple[str, Facts | None]], tr
     precision_flags = [f <= truth for f in checkable]
     stated_present = {finding for f in checkable for finding, present in f if present}
     recall_flags = [finding in stated_present for finding in truly_present]
-    precision, recall = _share(precision_flags), _share(recall_flags)
     return {
-        "precision": precision, "recall": recall, "f1": _f1(precision, recall),
+        **precision_recall_f1(precision_flags, recall_flags),
         "n_candidate_sentences": len(checkable), "n_reference_sentences": len(truly_present),
         "n_candidate_entailed": int(sum(precision_flags)), "n_reference_entailed": int(sum(recall_flags)),
         "n_candidate_unknown": len(candidate) - len(known),

@@ -319,10 +319,8 @@ def radfact(
         candidate_entailed = [v is True for v in candidate_verdicts] or [False] * len(plan.candidate_phrases)
         reference_entailed = [v is True for v in reference_verdicts] or [False] * len(plan.reference_phrases)
         failed_calls = sum(v is None for v in (*candidate_verdicts, *reference_verdicts))
-        precision = _share(candidate_entailed)
-        recall = _share(reference_entailed)
         row = {
-            "precision": precision, "recall": recall, "f1": _f1(precision, recall),
+            **precision_recall_f1(candidate_entailed, reference_entailed),
             "n_candidate_phrases": len(plan.candidate_phrases), "n_reference_phrases": len(plan.reference_phrases),
             "n_candidate_entailed": int(sum(candidate_entailed)), "n_reference_entailed": int(sum(reference_entailed)),
             "split_failures": plan.split_failures, "entailment_failures": failed_calls,
@@ -333,6 +331,13 @@ def radfact(
                        candidate_entailed=candidate_entailed, reference_entailed=reference_entailed)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def precision_recall_f1(candidate_entailed: Sequence[bool], reference_entailed: Sequence[bool]) -> dict[str, float]:
+    """One study's ``precision`` (share of candidate items entailed by the reference), ``recall`` (share of
+    reference items entailed by the candidate) and their harmonic mean ``f1``; NaN where a side is empty."""
+    precision, recall = _share(candidate_entailed), _share(reference_entailed)
+    return {"precision": precision, "recall": recall, "f1": _f1(precision, recall)}
 
 
 def _share(flags: Sequence[bool]) -> float:

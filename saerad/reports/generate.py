@@ -35,7 +35,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from saerad.io import atomic_path
+from saerad.io import atomic_path, read_jsonl
 from saerad.reports.active import active_features, load_activations, study_activations
 from saerad.reports.composer import _default_findings_of, compose_report
 from saerad.reports.prompt import CONFIGS, build_report_prompt, descriptions_with_scores, prior_reports_by_study
@@ -213,19 +213,7 @@ def generate_reports(
 
 def read_generated(path: str | Path) -> pd.DataFrame:
     """``generated.jsonl`` as a DataFrame (one row per line), checking the fields."""
-    path = Path(path)
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not valid JSON ({error})") from error
-        missing = [k for k in RECORD_KEYS if k not in record]
-        if missing:
-            raise ValueError(f"{path}:{number}: missing fields {missing}")
-        rows.append(record)
+    rows = [record for _, record in read_jsonl(path, RECORD_KEYS)]
     return pd.DataFrame(rows, columns=list(RECORD_KEYS))
 
 
