@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from saerad import sae_experiments as experiments
@@ -66,3 +67,59 @@ def test_dictionary_size_runs_skip_the_main_size_and_keep_its_coefficient():
     for bad in ([0], [1.5], [-2]):
         with pytest.raises(ValueError, match="whole multiples"):
             experiments.dictionary_size_runs(bad, 8, 3.0)
+
+
+def test_directions_for_variance_counts_the_strong_directions():
+    rng = np.random.default_rng(0)
+    strong = rng.standard_normal((500, 3)) * np.array([5.0, 4.0, 3.0])
+    tokens = np.hstack([strong, 0.01 * rng.standard_normal((500, 13))]) + 7.0  # the offset must not count
+    assert experiments.directions_for_variance(tokens, 0.9) == 3
+    assert experiments.directions_for_variance(tokens, 0.6) == 2  # shares about 0.50, 0.82, 1.00
+
+
+def _dead_tables(size_dead):
+    main = {"name": "main", "tokens": "all training tokens (main run)", "training_tokens": 2880,
+            "tokens_per_feature": 1.4, "l1_coefficient": 3.0, "l0": 14.0, "explained_variance": 0.86,
+            "dead_features": 400, "expansion_factor": 8, "d_sae": 2048}
+    by_data = pd.DataFrame([
+        main,
+        {**main, "name": "quarter", "tokens": "25% of the training tokens", "training_tokens": 720,
+         "tokens_per_feature": 0.35, "dead_features": 1000},
+        {**main, "name": "half", "tokens": "50% of the training tokens", "training_tokens": 1440,
+         "tokens_per_feature": 0.7, "dead_features": 640},
+        {**main, "name": "normed", "tokens": "layer-normed tokens", "l1_coefficient": 8.0, "dead_features": 1200},
+    ])
+    by_size = pd.DataFrame([
+        {**main, "name": "x1", "expansion_factor": 1, "d_sae": 256, "tokens_per_feature": 11.25,
+         "dead_features": size_dead},
+        main,
+    ])
+    return by_data, by_size, main
+
+
+def test_dead_feature_dependence_reads_each_verdict_from_the_tables():
+    by_data, by_size, main = _dead_tables(size_dead=6)
+    text = experiments.dead_feature_dependence(by_data, by_size, main, 4.9, 32, 256)
+    assert "From 720, 1,440, 2,880 training tokens, 1,000, 640, 400 features are dead" in text
+    assert "the count falls every time the data grows" in text
+    # dead ∝ tokens^b through (0.35, 1000), (0.7, 640), (1.4, 400): about 0.37 * ... at 4.9 tokens per feature
+    slope, intercept = np.polyfit(np.log([0.35, 0.7, 1.4]), np.log([1000, 640, 400]), 1)
+    assert f"predicts about {np.exp(intercept + slope * np.log(4.9)):,.0f} dead" in text
+    assert "make features die **more**" in text
+    assert "×1 (256 features, 11.2 tokens each) leaves 6 dead" in text
+    assert "still loses 6 at the main run's λ" in text
+    assert "90 % of the training tokens' variance lies in 32 of their 256 directions" in text
+
+    text = experiments.dead_feature_dependence(by_data, _dead_tables(size_dead=0)[1], main, 4.9, 32, 256)
+    assert "no feature dies" in text and "still loses" not in text
+
+    rising = by_data.assign(dead_features=[400, 100, 200, 50])
+    text = experiments.dead_feature_dependence(rising, by_size, main, 4.9, 32, 256)
+    assert "does not fall steadily" in text and "power law" not in text
+    assert "make fewer features die" in text
+
+
+def test_dead_feature_dependence_with_only_the_main_run():
+    by_data, by_size, main = _dead_tables(size_dead=6)
+    assert experiments.dead_feature_dependence(by_data.iloc[:1], by_size.iloc[1:], main, 4.9, 32, 256) == \
+        "Data comparison skipped."
