@@ -33,10 +33,8 @@ The same inputs and seed give byte-identical files.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -45,9 +43,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 
 from saerad.io import read_json, write_json, write_text
+from saerad.thumbnails import encode_thumbnail, jpeg_data_uri
 from saerad.mimic.loader import FRONTAL_VIEWS
 from saerad.reader_study.schema import CLINICAL_SIGNIFICANCE, ERROR_CATEGORIES, EXPORT_SCHEMA_ID
 
@@ -181,7 +179,7 @@ def build_review_page(
             image_keys[study] = key
             image_meta[key] = {"media_type": "image/jpeg", "sha256": hashlib.sha256(payload).hexdigest(),
                                "width": width_px, "height": height_px}
-            image_data[key] = "data:image/jpeg;base64," + base64.b64encode(payload).decode("ascii")
+            image_data[key] = jpeg_data_uri(payload)
         case_id = f"case-{number:0{width}d}"
         cases.append({"case_id": case_id, "image": image_keys[study], "indication": indications.get(study),
                       "sentences": record["sentences"]})
@@ -265,28 +263,6 @@ def _arrangeable(pending: Mapping[Any, list], taken: Any) -> bool:
     counts = {name: len(items) - (name == taken) for name, items in pending.items()}
     left = sum(counts.values())
     return all(count <= (left // 2 if name == taken else (left + 1) // 2) for name, count in counts.items())
-
-
-def encode_thumbnail(path: str | os.PathLike, longest_side: int = 512) -> tuple[bytes, int, int]:
-    """JPEG bytes (quality 90) of an image shrunk to ``longest_side``, and its width and height.
-
-    16-bit and float images are stretched to 8 bits between their minimum and
-    maximum; colour images with alpha or a palette become RGB.
-    """
-    with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened)
-        image.load()
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        pixels = np.asarray(image, dtype=np.float64)
-        low, high = float(pixels.min()), float(pixels.max())
-        scaled = (pixels - low) / (high - low) * 255 if high > low else np.zeros_like(pixels)
-        image = Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
-    elif image.mode not in ("L", "RGB"):
-        image = image.convert("L" if image.mode in ("1", "LA") else "RGB")
-    image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue(), image.width, image.height
 
 
 def canonical_json(payload: Any) -> str:
