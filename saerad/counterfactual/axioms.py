@@ -28,6 +28,18 @@ from sklearn.metrics import roc_auc_score
 
 AXIOM_COLUMNS = ("feature", "finding", "measure", "value", "n", "N", "note")
 
+#: Names in the ``measure`` column that the chapter's summary reads back (:mod:`saerad.counterfactual.summary`).
+DETECTED_AFTER_ADD = "effectiveness: detected after add"
+DETECTED_IN_RECONSTRUCTIONS_WITHOUT = "detected in reconstructions without the finding"
+DETECTED_AFTER_REMOVE = "effectiveness: detected after remove"
+DETECTED_IN_RECONSTRUCTIONS_WITH = "detected in reconstructions with the finding"
+ADD_TEST = "effectiveness test: add (exact McNemar p)"
+REMOVE_TEST = "effectiveness test: remove (exact McNemar p)"
+NULL_DISTANCE = "composability: |null - reconstruction|"
+CYCLE_DISTANCE = "reversibility: |add-then-remove - reconstruction|"
+EFFECT_SIZE = "effect size: |add - reconstruction|"
+SEGMENTATION_IOU = "segmentation IoU: |remove - reconstruction| > threshold vs mask"
+
 
 @dataclass
 class FindingClassifier:

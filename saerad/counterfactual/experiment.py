@@ -202,19 +202,19 @@ def measure_feature(run: FeatureRun, classifiers: dict[str, axioms.FindingClassi
         own = classifiers[finding]
         rows.append(axioms.rate_row(f, finding, "detected in real images without the finding",
                                     own.detects(without["original"]), "classifier false positives on real images"))
-        rows.append(axioms.rate_row(f, finding, "detected in reconstructions without the finding",
+        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_IN_RECONSTRUCTIONS_WITHOUT,
                                     own.detects(without["reconstruction"]), "baseline for 'add'"))
-        rows.append(axioms.rate_row(f, finding, "effectiveness: detected after add", own.detects(without["add"]),
+        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_AFTER_ADD, own.detects(without["add"]),
                                     f"do(i, beta={run.beta:.3g}) on images without the finding; higher is better"))
         rows.append(axioms.rate_row(f, finding, "detected in real images with the finding",
                                     own.detects(with_["original"]), "classifier sensitivity on real images"))
-        rows.append(axioms.rate_row(f, finding, "detected in reconstructions with the finding",
+        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_IN_RECONSTRUCTIONS_WITH,
                                     own.detects(with_["reconstruction"]), "baseline for 'remove'"))
-        rows.append(axioms.rate_row(f, finding, "effectiveness: detected after remove", own.detects(with_["remove"]),
+        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_AFTER_REMOVE, own.detects(with_["remove"]),
                                     "do(i, 0) on images with the finding; lower is better"))
-        rows.append(axioms.paired_change_row(f, finding, "effectiveness test: add (exact McNemar p)",
+        rows.append(axioms.paired_change_row(f, finding, axioms.ADD_TEST,
                                              own.detects(without["reconstruction"]), own.detects(without["add"]), True))
-        rows.append(axioms.paired_change_row(f, finding, "effectiveness test: remove (exact McNemar p)",
+        rows.append(axioms.paired_change_row(f, finding, axioms.REMOVE_TEST,
                                              own.detects(with_["reconstruction"]), own.detects(with_["remove"]), False))
         for other, classifier in classifiers.items():
             if other == finding:
@@ -226,16 +226,16 @@ def measure_feature(run: FeatureRun, classifiers: dict[str, axioms.FindingClassi
                                         "add and remove together; lower is better"))
     null = np.concatenate([axioms.image_distance(without["null"], without["reconstruction"]),
                            axioms.image_distance(with_["null"], with_["reconstruction"])])
-    rows.append(axioms.mean_row(f, finding, "composability: |null - reconstruction|", null,
+    rows.append(axioms.mean_row(f, finding, axioms.NULL_DISTANCE, null,
                                 "mean absolute grey-level difference (0-1 scale); 0 is perfect"))
     no_delta = np.concatenate([axioms.image_distance(without["no_delta"], without["reconstruction"]),
                                axioms.image_distance(with_["no_delta"], with_["reconstruction"])])
     rows.append(axioms.mean_row(f, finding, "composability without delta: |image of decode(h) - reconstruction|",
                                 no_delta, "what the null intervention would change if delta were dropped"))
-    rows.append(axioms.mean_row(f, finding, "effect size: |add - reconstruction|",
+    rows.append(axioms.mean_row(f, finding, axioms.EFFECT_SIZE,
                                 axioms.image_distance(without["add"], without["reconstruction"]),
                                 "how much 'add' changes the image (scale for reversibility)"))
-    rows.append(axioms.mean_row(f, finding, "reversibility: |add-then-remove - reconstruction|",
+    rows.append(axioms.mean_row(f, finding, axioms.CYCLE_DISTANCE,
                                 axioms.image_distance(without["cycle"], without["reconstruction"]), "0 is perfect"))
     rows.append(axioms.mean_row(f, finding, "reversibility (token): ||z_cycle - z|| / ||z_add - z||",
                                 run.token_return, "share of the token change the cycle leaves; 0 when the SAE "
@@ -248,7 +248,7 @@ def measure_feature(run: FeatureRun, classifiers: dict[str, axioms.FindingClassi
     else:
         difference = axioms.difference_map(with_["remove"], with_["reconstruction"])
         iou = axioms.intersection_over_union(axioms.segment(difference, threshold), masks)
-        rows.append(axioms.mean_row(f, finding, "segmentation IoU: |remove - reconstruction| > threshold vs mask",
+        rows.append(axioms.mean_row(f, finding, axioms.SEGMENTATION_IOU,
                                     iou, f"threshold {threshold:g} grey levels; n = images with a planted mask"))
         rows.append(axioms.rate_row(f, finding, "segmentation IoU >= 0.5", np.nan_to_num(iou) >= 0.5,
                                     "images whose segmentation overlaps the planted mask at least half"))
