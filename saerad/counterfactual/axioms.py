@@ -28,7 +28,9 @@ from sklearn.metrics import roc_auc_score
 
 AXIOM_COLUMNS = ("feature", "finding", "measure", "value", "n", "N", "note")
 
-#: Names in the ``measure`` column that the chapter's summary reads back (:mod:`saerad.counterfactual.summary`).
+#: Names in the ``measure`` column that the chapter reads back (:mod:`saerad.counterfactual.summary`, its figure).
+DETECTED_IN_REAL_WITHOUT = "detected in real images without the finding"
+DETECTED_IN_REAL_WITH = "detected in real images with the finding"
 DETECTED_AFTER_ADD = "effectiveness: detected after add"
 DETECTED_IN_RECONSTRUCTIONS_WITHOUT = "detected in reconstructions without the finding"
 DETECTED_AFTER_REMOVE = "effectiveness: detected after remove"

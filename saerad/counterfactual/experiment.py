@@ -200,13 +200,13 @@ def measure_feature(run: FeatureRun, classifiers: dict[str, axioms.FindingClassi
         rows.append(na_row(f, finding, "effectiveness", "no finding labels to train a classifier on"))
     else:
         own = classifiers[finding]
-        rows.append(axioms.rate_row(f, finding, "detected in real images without the finding",
+        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_IN_REAL_WITHOUT,
                                     own.detects(without["original"]), "classifier false positives on real images"))
         rows.append(axioms.rate_row(f, finding, axioms.DETECTED_IN_RECONSTRUCTIONS_WITHOUT,
                                     own.detects(without["reconstruction"]), "baseline for 'add'"))
         rows.append(axioms.rate_row(f, finding, axioms.DETECTED_AFTER_ADD, own.detects(without["add"]),
                                     f"do(i, beta={run.beta:.3g}) on images without the finding; higher is better"))
-        rows.append(axioms.rate_row(f, finding, "detected in real images with the finding",
+        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_IN_REAL_WITH,
                                     own.detects(with_["original"]), "classifier sensitivity on real images"))
         rows.append(axioms.rate_row(f, finding, axioms.DETECTED_IN_RECONSTRUCTIONS_WITH,
                                     own.detects(with_["reconstruction"]), "baseline for 'remove'"))

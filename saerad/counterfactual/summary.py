@@ -1,7 +1,7 @@
 """The counterfactual chapter's reading of ``axioms.csv``: one paragraph per intervened feature, computed from the table.
 
-The measure names are those :func:`saerad.counterfactual.experiment.measure_feature`
-writes; a measure missing from the table (no judge on MIMIC-CXR, no mask)
+The measure names are the constants of :mod:`saerad.counterfactual.axioms`, which
+:func:`saerad.counterfactual.experiment.measure_feature` writes; a measure missing from the table (no judge on MIMIC-CXR, no mask)
 leaves its sentence out instead of inventing a value.
 """
 
