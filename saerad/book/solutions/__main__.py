@@ -1,0 +1,3 @@
+from saerad.book.solutions import main
+
+raise SystemExit(main())
