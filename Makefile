@@ -13,13 +13,14 @@ STAMP := $(VENV)/.installed
 SAELENS_VENV := .venv-saelens
 SAELENS_STAMP := $(SAELENS_VENV)/.installed
 
-.PHONY: install browser pipeline book book-only check-book check-front-matter test lab benchmark clean clean-artifacts
+.PHONY: install browser pipeline book book-only check-book check-front-matter test lab benchmark solutions clean clean-artifacts
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --requirement requirements.txt
+	$(PY) -m pip install --quiet --no-deps --requirement requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	$(PY) -m ipykernel install --sys-prefix --name saerad --display-name "SAE-Rad (.venv)" >/dev/null
 	@touch $@
@@ -50,7 +51,10 @@ pipeline: install
 
 book: pipeline book-only
 
+# The book shows one profile: book/chapters/ becomes a copy of $(PROFILE)'s executed chapters
+# (artifacts/$(PROFILE)/chapters/, written by the pipeline), then the book is built from it.
 book-only: install
+	$(PY) -m saerad.pipeline --profile $(PROFILE) --publish
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --builder html
 	@echo "The book is in _build/html/index.html"
 
@@ -70,8 +74,18 @@ test: install $(SAELENS_STAMP) browser
 	@$(PY) -m pytest tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
 
+# JupyterLab at the repository root, reachable from this machine only. Kernels start in the notebook's
+# folder; the chapters resolve relative paths against the repository root (saerad.paths.project_path).
+# Jupyter refuses root unless told, so --allow-root is added only when running as root (e.g. a container).
+# More options: make lab LAB_ARGS="--port=8899 --no-browser"
+LAB_ARGS ?=
 lab: install
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --ServerApp.ip=127.0.0.1 $$(test "$$(id -u)" -eq 0 && echo --allow-root) $(LAB_ARGS)
+
+# The worked solutions of the exercises: real runs with the changed parameters, stored in
+# book/solutions/<profile>/ with a fingerprint (not part of `make book`: they take minutes each).
+solutions: install
+	$(PY) -m saerad.book.solutions --profile $(PROFILE) $(ARGS)
 
 benchmark: install $(SAELENS_STAMP)
 	$(PY) benchmarks/encoder_throughput.py

@@ -125,6 +125,60 @@ def example_captions(examples: pd.DataFrame, ground_truth: pd.DataFrame | None, 
     return captions
 
 
+def elapsed_text(hours: float) -> str:
+    """A time span as a reader says it: ``"11 hours"``, ``"3.5 days"``, ``"2.1 years"``."""
+    if hours != hours:  # NaN
+        return "unknown"
+    if hours < 48:
+        return f"{hours:.0f} hours"
+    days = hours / 24
+    return f"{days:.1f} days" if days < 365 else f"{days / 365.25:.1f} years"
+
+
+def prior_report_example(priors: pd.DataFrame, study_id: int | None = None, width: int = 70) -> pd.DataFrame:
+    """The earlier reports of one study, for the page: rank, how long before, and the report's first words.
+
+    Parameters
+    ----------
+    priors
+        ``priors.csv`` of the loader (``study_id, prior_rank, hours_before, prior_report``).
+    study_id
+        The study to show; when None or without earlier reports, the first study with the most of them.
+    width
+        Characters of each report shown.
+    """
+    missing = [c for c in ("study_id", "prior_rank", "hours_before", "prior_report") if c not in priors.columns]
+    if missing:
+        raise ValueError(f"prior_report_example: the priors table lacks {missing}; columns are {list(priors.columns)}")
+    columns = ["earlier report", "written before the study", "report (first words)"]
+    if priors.empty:
+        return pd.DataFrame(columns=columns)
+    counts = priors.groupby("study_id", sort=False).size()
+    if study_id is None or study_id not in counts.index:
+        study_id = counts.idxmax()
+    rows = priors[priors["study_id"] == study_id].sort_values("prior_rank")
+    return pd.DataFrame({
+        columns[0]: rows["prior_rank"].astype(int).to_numpy(),
+        columns[1]: [elapsed_text(hours) for hours in rows["hours_before"]],
+        columns[2]: [shorten(text, width) for text in rows["prior_report"]],
+    })
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` on one line, cut at a word boundary to at most ``width`` characters (with "…" when cut)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + " …"
+
+
+def least_reported(rates: pd.DataFrame) -> tuple[str, float] | None:
+    """The finding of :func:`reporting_rates` that reports state least often when it is planted, or None."""
+    present = rates.dropna(subset=["stated_when_planted"])
+    if present.empty:
+        return None
+    row = present.loc[present["stated_when_planted"].idxmin()]
+    return str(row["finding"]), float(row["stated_when_planted"])
+
+
 def save_stage_tables(dataset: LoadedDataset, out_dir: str | Path, ground_truth: pd.DataFrame | None) -> None:
     """Write the dataset tables later stages read (the chapter adds the tables it shows)."""
     out_dir = Path(out_dir)
@@ -136,4 +190,5 @@ def save_stage_tables(dataset: LoadedDataset, out_dir: str | Path, ground_truth:
 __all__ = [
     "PAPER_REPORTED_IMAGES", "make_synthcxr", "split_comparison", "findings_source_counts",
     "describe_world", "kept_ground_truth", "reporting_rates", "example_images", "example_captions", "save_stage_tables", "load_dataset",
+    "elapsed_text", "prior_report_example", "least_reported", "shorten",
 ]

@@ -46,6 +46,9 @@ STAGE_SUMMARY: dict[str, StageSummary] = {
                                     ("decoder checkpoint", "axioms.csv")),
     "reader_study": StageSummary("simulated readers | radiologists' exports",
                                  ("review_page/review.html", "summary.csv")),
+    "real_reports": StageSummary("Open-i reports (torchxrayvision) | the same",
+                                 ("real_reports_labeler.csv", "describer_naming.csv")),
+    "scorecard": StageSummary("the paper's claims against every stage's artifacts", ("scorecard.csv",)),
 }
 
 _WIDTH = 1020

@@ -43,6 +43,7 @@ PAPER_NEEDS: dict[str, str] = {
     "metrics": "local CheXbert, RadGraph checkpoints and a served Llama-3-70B for RadFact",
     "counterfactuals": "one GPU; the appendix's DDPM at 128 x 128",
     "reader_study": "radiologists' exports from the review page",
+    "real_reports": "nothing more: the Open-i reports installed with torchxrayvision, on a CPU",
 }
 
 
@@ -67,7 +68,9 @@ def chapter_rows(artifacts_root: str | Path, notebooks_dir: str | Path = REPO_RO
                            notebook_parameters(Path(notebooks_dir) / stage.notebook).items()
                            if name not in COMMON_PARAMETERS)
         record_path = Path(artifacts_root) / stage.name / "stage.json"
-        seconds = float(read_json(record_path)["seconds"]) if record_path.exists() else None
+        record = read_json(record_path) if record_path.exists() else {}
+        # A running, failed or interrupted stage's seconds are not the chapter's time.
+        seconds = float(record["seconds"]) if record.get("status", "ok") == "ok" and "seconds" in record else None
         rows.append(ChapterRow(stage.name, stage.notebook.removesuffix(".ipynb"), parameters, seconds))
     return rows
 

@@ -42,16 +42,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     )
     os.close(handle)
     temporary = Path(temporary)
-    # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
     try:
         yield temporary
+        # mkstemp creates the file private (0600), and some writers (safetensors) make their own 0600 file:
+        # give the result the permissions a plain open() would, after the writer is done with it.
+        os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
     finally:
         if temporary.exists():
             temporary.unlink()
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, because the umask is per process and
+    # setting it while other threads create files (the LLM cache's workers) would give those files its value.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

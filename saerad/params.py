@@ -19,6 +19,7 @@ code that uses it, and a typo is caught before any stage runs.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,6 +32,21 @@ COMMON_PARAMETERS = ("profile", "seed", "artifacts_root")
 
 class ParameterError(ValueError):
     """A profile or override names an unknown parameter or has a wrong type."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as PyYAML reads it, except that ``3e-4`` is a float (YAML 1.2), not the string YAML 1.1 makes it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text; numbers in exponent form without a dot (``3e-4``) are floats."""
+    return yaml.load(text, Loader=_Loader)
 
 
 @dataclass(frozen=True)
@@ -102,7 +118,7 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParameterError(f"profile file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ParameterError(f"{path}: not valid YAML ({error})") from error
     if not isinstance(raw, dict):
@@ -137,7 +153,7 @@ def parse_overrides(assignments: list[str]) -> list[tuple[str | None, str, Any]]
         if not key:
             raise ParameterError(f"--set {assignment!r}: empty parameter name")
         try:
-            value = yaml.safe_load(text) if text != "" else ""
+            value = load_yaml(text) if text != "" else ""
         except yaml.YAMLError as error:
             raise ParameterError(f"--set {assignment!r}: value is not valid YAML ({error})") from error
         parsed.append((stage or None, key, value))
@@ -216,3 +232,48 @@ def _unknown(stage: str, key: str, schema: Mapping[str, NotebookParameter]) -> s
     close = difflib.get_close_matches(key, list(schema), n=3)
     hint = f"; did you mean {close}?" if close else ""
     return f"stage {stage!r}: unknown parameter {key!r}{hint} (known: {sorted(schema)})"
+
+
+def with_defaults(schema: Mapping[str, NotebookParameter], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter of a notebook: its default, replaced by ``values`` where given (notebook order)."""
+    merged = {name: parameter.default for name, parameter in schema.items()}
+    merged.update(values)
+    return merged
+
+
+def stage_parameters(artifacts_root: str | Path, stage: str, notebooks_dir: str | Path | None = None) -> dict[str, Any]:
+    """The parameters a stage ran with (or is running with): its notebook's defaults, overridden by its record.
+
+    This is the one place a chapter reads another stage's settings. Records written by
+    :mod:`saerad.pipeline` hold every parameter already; the defaults also complete older
+    records, which held only the values a profile or ``--set`` gave. Without a record
+    (the stage never ran) the notebook's defaults are returned.
+
+    Parameters
+    ----------
+    artifacts_root
+        ``artifacts/<profile>`` (relative paths are resolved against the repository root).
+    stage
+        A stage name of :data:`saerad.pipeline.STAGES`.
+    notebooks_dir
+        Folder of the chapter notebooks (default: the repository's ``notebooks/``).
+    """
+    from saerad.io import read_json
+    from saerad.paths import project_path
+
+    recorded = project_path(artifacts_root) / stage / "stage.json"
+    values = read_json(recorded).get("parameters", {}) if recorded.exists() else {}
+    return stage_defaults(stage, values, notebooks_dir)
+
+
+def stage_defaults(stage: str, values: Mapping[str, Any] | None = None,
+                   notebooks_dir: str | Path | None = None) -> dict[str, Any]:
+    """A stage's notebook defaults, replaced by ``values`` where given (the pipeline passes only what is set)."""
+    from saerad.paths import REPO_ROOT
+    from saerad.pipeline import STAGES
+
+    notebooks = {entry.name: entry.notebook for entry in STAGES}
+    if stage not in notebooks:
+        raise ParameterError(f"unknown stage {stage!r}; stages are {sorted(notebooks)}")
+    notebook = Path(notebooks_dir or REPO_ROOT / "notebooks") / notebooks[stage]
+    return with_defaults(notebook_parameters(notebook), values or {})

@@ -5,61 +5,117 @@ Usage::
     python -m saerad.pipeline --profile demo
     python -m saerad.pipeline --profile demo --only encode --set encode.batch_size=32
     python -m saerad.pipeline --profile paper --from encode --set dataset_root=/data/mimic-cxr-jpg
+    python -m saerad.pipeline --profile paper --publish     # show that profile's chapters in the book
 
-Each stage is one notebook of ``notebooks/``. It is executed into a
-temporary file and moved into ``book/chapters/`` only when every cell
-succeeded, so a failing stage never replaces a good executed chapter. Its
-artifacts go to ``artifacts/<profile>/<stage>/`` together with
-``stage.json`` (parameters, timings, fingerprint). A stage whose notebook,
-parameters, package code and upstream stages are unchanged is skipped
-unless ``--force`` is given.
+Each stage is one notebook of ``notebooks/``. Everything a profile's run writes
+lives under its artifacts root (``artifacts/<profile>``, or ``--set
+artifacts_root=...``)::
+
+    <root>/<stage>/              the stage's artifacts
+    <root>/<stage>/stage.json    its record (saerad.stage_records): status, parameters, fingerprint, seconds
+    <root>/chapters/<notebook>   the executed chapter
+
+A notebook is executed into a temporary file and renamed over the executed
+chapter only when every cell succeeded, so a failing stage never replaces a
+good chapter (the partly executed notebook is ``<root>/<stage>/failed.ipynb``).
+The record is rewritten as ``running`` before the stage executes, so a failed,
+interrupted or killed run is never taken for a finished one. A stage is
+skipped ("up to date") when its record is ``ok`` for the same notebook,
+parameters (after the notebook's defaults), package code and upstream records,
+and its declared outputs exist; ``--force`` runs it anyway. After a successful
+run the profile's chapters are published as a whole into ``book/chapters/``
+(:mod:`saerad.publish`), so the book shows one profile.
+
+The bookkeeping is written here rather than taken from a build tool such as
+doit or make: those record a task's success only after it ends and keep it
+until a later run completes or fails in-process, so a killed run leaves the
+previous success in place (the failure this module's records exist to
+prevent); and the records must be per-profile JSON files the chapters read
+(:func:`saerad.params.stage_parameters`). What is needed is about a hundred lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from saerad.io import read_json, write_json
+from saerad import stage_records as records
+from saerad.paths import REPO_ROOT, project_path
+from saerad.preflight import PreflightError, check_stage
 from saerad.params import (
     ParameterError,
     load_profile,
     notebook_parameters,
     parse_overrides,
     resolve_parameters,
+    with_defaults,
 )
+from saerad.publish import CHAPTER_METADATA, EXECUTED_CHAPTERS, PublishError, publish_chapters
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+Outputs = Sequence[str] | Callable[[Mapping[str, Any]], Sequence[str]]
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One chapter of the book and the artifacts folder it owns."""
+    """One chapter of the book and the artifacts folder it owns.
+
+    ``outputs`` are a few key files (or non-empty folders) the stage writes, relative to its folder, or a
+    function of the stage's parameters giving them; a stage missing one is not up to date.
+    """
 
     name: str
     notebook: str
     title: str
+    outputs: Outputs = ()
+
+    def declared_outputs(self, parameters: Mapping[str, Any]) -> list[str]:
+        return list(self.outputs(parameters) if callable(self.outputs) else self.outputs)
+
+
+def _data_outputs(parameters: Mapping[str, Any]) -> list[str]:
+    tables = ["images.csv", "studies.csv", "priors.csv", "dataset.json"]
+    # SynthCXR's images are generated into the stage's folder; MIMIC-CXR's stay in dataset_root.
+    return tables + (["synthcxr/files"] if parameters.get("source") == "synthcxr" else [])
 
 
 #: The chapters in run order. A stage may read the artifacts of the stages
 #: before it, never those after it.
 STAGES: tuple[Stage, ...] = (
-    Stage("data", "00_data.ipynb", "Data: SynthCXR and the MIMIC-CXR loader"),
-    Stage("encode", "01_encode.ipynb", "Image encoder class tokens"),
-    Stage("sae", "02_sae.ipynb", "The sparse autoencoder"),
-    Stage("features", "03_features.ipynb", "Reading the features"),
-    Stage("reports", "04_reports.ipynb", "Writing reports from features"),
-    Stage("metrics", "05_metrics.ipynb", "Scoring the reports: Tables 1 and 2"),
-    Stage("counterfactuals", "06_counterfactual.ipynb", "Counterfactual images"),
-    Stage("reader_study", "07_reader_study.ipynb", "The reader study"),
+    Stage("data", "00_data.ipynb", "Data: SynthCXR and the MIMIC-CXR loader", _data_outputs),
+    Stage("encode", "01_encode.ipynb", "Image encoder class tokens",
+          ("class_tokens.npy", "tokens_index.csv", "scale.json")),
+    Stage("sae", "02_sae.ipynb", "The sparse autoencoder",
+          ("sae_rad_main/cfg.json", "sae_rad_main/sae_weights.safetensors", "main_sae.csv")),
+    Stage("features", "03_features.ipynb", "Reading the features",
+          ("activations.npz", "activations_index.csv", "feature_stats.csv", "descriptions.jsonl", "summary.json")),
+    Stage("reports", "04_reports.ipynb", "Writing reports from features", ("generated.jsonl", "summary.json")),
+    Stage("metrics", "05_metrics.ipynb", "Scoring the reports: Tables 1 and 2",
+          ("table1.csv", "table2.csv", "summary.json")),
+    Stage("counterfactuals", "06_counterfactual.ipynb", "Counterfactual images",
+          ("decoder/decoder.safetensors", "axioms.csv", "summary.json")),
+    Stage("reader_study", "07_reader_study.ipynb", "The reader study",
+          ("review_page/review.html", "summary.csv", "summary.json")),
+    Stage("real_reports", "09_real_reports.ipynb", "Real reports: the report-reading tools on Open-i",
+          ("real_reports_labeler.csv", "summary.json")),
+    Stage("scorecard", "08_scorecard.ipynb", "Does SAE-Rad hold up?", ("scorecard.csv",)),
 )
+
+#: Where the book reads its chapters, and where it serves the reader-study review page.
+BOOK_CHAPTERS_DIR = REPO_ROOT / "book" / "chapters"
+BOOK_REVIEW_PAGE_DIR = REPO_ROOT / "book" / "extra" / "reader-study"
+
+#: What a user sees on Ctrl-C instead of a traceback.
+INTERRUPTED_MESSAGE = "interrupted; the stage's record says so; re-run to resume"
 
 
 class StageFailed(RuntimeError):
@@ -104,6 +160,49 @@ def stage_fingerprint(notebook: Path, parameters: dict[str, Any], upstream: list
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A profile's parameters, validated and completed with the notebooks' defaults, and where its run writes."""
+
+    profile: str
+    artifacts_root: Path
+    parameters: dict[str, dict[str, Any]]
+
+
+def plan(
+    profile: str,
+    assignments: list[str] | None = None,
+    artifacts_base: Path | None = None,
+    stages: tuple[Stage, ...] = STAGES,
+    notebooks_dir: Path | None = None,
+    params_dir: Path | None = None,
+) -> Plan:
+    """Validate a profile and its ``--set`` values against the notebooks; nothing is written.
+
+    ``artifacts_root`` defaults to ``<artifacts_base>/<profile>``; a profile or ``--set artifacts_root=...``
+    may move it, for every stage at once: records and executed chapters go there too.
+    """
+    artifacts_base = Path(artifacts_base or REPO_ROOT / "artifacts")
+    notebooks_dir = Path(notebooks_dir or REPO_ROOT / "notebooks")
+    profile_data = load_profile(Path(params_dir or REPO_ROOT / "params") / f"{profile}.yaml")
+    schemas = {stage.name: notebook_parameters(notebooks_dir / stage.notebook) for stage in stages}
+    resolved = resolve_parameters(
+        profile, profile_data, schemas, parse_overrides(assignments or []), _display_path(artifacts_base / profile)
+    )
+    roots = {str(values["artifacts_root"]) for values in resolved.values()}
+    if len(roots) > 1:
+        raise ParameterError(
+            f"artifacts_root must be the same for every stage, got {sorted(roots)}: "
+            "set it without a stage prefix (--set artifacts_root=/path)"
+        )
+    names = {values["profile"] for values in resolved.values()}
+    if names != {profile}:
+        raise ParameterError(f"parameter 'profile' is the profile's name ({profile!r}), got {sorted(names)}: "
+                             "choose the profile with --profile")
+    parameters = {name: with_defaults(schemas[name], values) for name, values in resolved.items()}
+    return Plan(profile, project_path(roots.pop()), parameters)
+
+
 def run(
     profile: str,
     only: list[str] | None = None,
@@ -117,95 +216,137 @@ def run(
     notebooks_dir: Path | None = None,
     params_dir: Path | None = None,
 ) -> dict[str, str]:
-    """Validate all parameters, then execute the selected stages in order.
+    """Validate all parameters, execute the selected stages in order, then publish the profile's chapters.
+
+    Parameters
+    ----------
+    artifacts_base
+        Folder holding ``<profile>/`` (default ``artifacts/``), unless ``artifacts_root`` is set.
+    chapters_dir
+        Where the profile's executed chapters are published for the book (default ``book/chapters``; only
+        then is the reader-study review page published to ``book/extra/reader-study`` too).
 
     Returns
     -------
     dict
         Stage name to ``"ran"`` or ``"up to date"``.
     """
-    artifacts_base = Path(artifacts_base or REPO_ROOT / "artifacts")
-    chapters_dir = Path(chapters_dir or REPO_ROOT / "book" / "chapters")
+    review_page_dir = BOOK_REVIEW_PAGE_DIR if chapters_dir is None else None
+    chapters_dir = Path(chapters_dir or BOOK_CHAPTERS_DIR)
     notebooks_dir = Path(notebooks_dir or REPO_ROOT / "notebooks")
-    profile_data = load_profile(Path(params_dir or REPO_ROOT / "params") / f"{profile}.yaml")
-    artifacts_root = artifacts_base / profile
-    schemas = {stage.name: notebook_parameters(notebooks_dir / stage.notebook) for stage in stages}
     # Everything is validated before the first cell runs.
-    resolved = resolve_parameters(
-        profile, profile_data, schemas, parse_overrides(assignments or []), _display_path(artifacts_root)
-    )
+    planned = plan(profile, assignments, artifacts_base, stages, notebooks_dir, params_dir)
+    root = planned.artifacts_root
     selected = select_stages(only, start, stages)
+    last = max(stages.index(stage) for stage in selected)
     package = package_fingerprint()
 
     outcome: dict[str, str] = {}
     fingerprints: list[str] = []
-    for position, stage in enumerate(stages):
-        stage_dir = artifacts_root / stage.name
-        record_path = stage_dir / "stage.json"
-        parameters = resolved[stage.name]
-        fingerprint = stage_fingerprint(notebooks_dir / stage.notebook, parameters, fingerprints, package)
+    for stage in stages[: last + 1]:
+        stage_dir = root / stage.name
+        parameters = planned.parameters[stage.name]
+        record = records.read_record(stage_dir)
         if stage not in selected:
-            record = read_json(record_path) if record_path.exists() else None
-            if record is None and position < stages.index(selected[0]):
+            # Not run now, but a later selected stage reads its artifacts: they must be complete.
+            problem = records.not_ok_reason(record) or _missing_text(
+                stage, stage_dir, {**parameters, **record.get("parameters", {})})
+            if problem:
+                needing = next(later.name for later in stages[stages.index(stage):] if later in selected)
                 raise StageFailed(
-                    f"stage {selected[0].name!r} needs the artifacts of {stage.name!r}, which has not run "
-                    f"for profile {profile!r}: run `python -m saerad.pipeline --profile {profile} --from {stage.name}`"
+                    f"stage {needing!r} needs the artifacts of {stage.name!r} for profile {profile!r}, but {problem}: "
+                    f"run `python -m saerad.pipeline --profile {profile} --from {stage.name}`"
                 )
-            fingerprints.append(record["fingerprint"] if record else fingerprint)
+            fingerprints.append(record["fingerprint"])
             continue
-        chapter = chapters_dir / stage.notebook
-        if not force and record_path.exists() and chapter.exists():
-            record = read_json(record_path)
-            if record.get("fingerprint") == fingerprint and record.get("status") == "ok":
-                print(f"[{stage.name}] up to date (use --force to re-run)", flush=True)
-                outcome[stage.name] = "up to date"
-                fingerprints.append(fingerprint)
-                continue
-        print(f"[{stage.name}] running {stage.notebook} -> {_display_path(chapter)}", flush=True)
-        started = time.perf_counter()
-        _execute(stage, notebooks_dir / stage.notebook, parameters, chapters_dir, stage_dir, timeout)
-        elapsed = time.perf_counter() - started
-        write_json(
-            record_path,
-            {
-                "stage": stage.name,
-                "notebook": stage.notebook,
-                "profile": profile,
-                "parameters": parameters,
-                "fingerprint": fingerprint,
-                "status": "ok",
-                "seconds": round(elapsed, 1),
-            },
-        )
-        print(f"[{stage.name}] done in {elapsed:.1f} s", flush=True)
+        fingerprint = stage_fingerprint(notebooks_dir / stage.notebook, parameters, fingerprints, package)
+        chapter = root / EXECUTED_CHAPTERS / stage.notebook
+        missing = records.missing_outputs(stage_dir, stage.declared_outputs(parameters))
+        missing += [] if chapter.exists() else [f"the executed chapter {_display_path(chapter)}"]
+        reason = "--force" if force else records.stale_reason(record, fingerprint, missing)
+        if reason is None:
+            print(f"[{stage.name}] up to date (use --force to re-run)", flush=True)
+            outcome[stage.name] = "up to date"
+            fingerprints.append(fingerprint)
+            continue
+        check_stage(stage.name, parameters, root)
+        print(f"[{stage.name}] running {stage.notebook} ({reason}) -> {_display_path(chapter)}", flush=True)
+        base = {"stage": stage.name, "notebook": stage.notebook, "profile": profile, "parameters": parameters,
+                "fingerprint": fingerprint, "upstream": dict(zip([s.name for s in stages], fingerprints))}
+        seconds = _run_stage(stage, notebooks_dir / stage.notebook, parameters, stage_dir, chapter, base, timeout)
+        print(f"[{stage.name}] done in {seconds:.1f} s", flush=True)
         outcome[stage.name] = "ran"
         fingerprints.append(fingerprint)
+
+    marker = publish_chapters(profile, root, chapters_dir, [stage.notebook for stage in stages], review_page_dir)
+    missing = f" (not yet run: {', '.join(marker['missing'])})" if marker["missing"] else ""
+    print(f"published {len(marker['chapters'])} chapters of profile {profile!r} to {_display_path(chapters_dir)}"
+          f"{missing}", flush=True)
     return outcome
 
 
-def _execute(
-    stage: Stage, notebook: Path, parameters: dict[str, Any], chapters_dir: Path, stage_dir: Path, timeout: int
-) -> None:
+def publish(profile: str, assignments: list[str] | None = None, **locations: Any) -> dict[str, Any]:
+    """Publish ``profile``'s executed chapters into ``book/chapters`` without running anything."""
+    chapters_dir = locations.pop("chapters_dir", None)
+    review_page_dir = BOOK_REVIEW_PAGE_DIR if chapters_dir is None else None
+    planned = plan(profile, assignments, **locations)
+    return publish_chapters(profile, planned.artifacts_root, Path(chapters_dir or BOOK_CHAPTERS_DIR),
+                            [stage.notebook for stage in locations.get("stages", STAGES)], review_page_dir)
+
+
+def _missing_text(stage: Stage, stage_dir: Path, parameters: Mapping[str, Any]) -> str | None:
+    missing = records.missing_outputs(stage_dir, stage.declared_outputs(parameters))
+    return f"output(s) missing: {', '.join(missing)}" if missing else None
+
+
+def _run_stage(stage: Stage, notebook: Path, parameters: dict[str, Any], stage_dir: Path, chapter: Path,
+               base: dict[str, Any], timeout: int) -> float:
+    """Execute one stage, keeping its record truthful from start to end; return its seconds."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    running = records.mark_running(stage_dir, base)
+    started = time.perf_counter()
+    try:
+        _execute(stage, notebook, parameters, chapter, stage_dir, timeout)
+    except KeyboardInterrupt:
+        records.mark_finished(stage_dir, running, records.INTERRUPTED, time.perf_counter() - started)
+        raise
+    except BaseException as error:
+        text = str(error) if isinstance(error, StageFailed) else f"{type(error).__name__}: {error}"
+        records.mark_finished(stage_dir, running, records.FAILED, time.perf_counter() - started, text)
+        raise
+    seconds = time.perf_counter() - started
+    records.mark_finished(stage_dir, running, records.OK, seconds)
+    # A failed.ipynb beside a successful run would describe an error that no longer exists.
+    (stage_dir / "failed.ipynb").unlink(missing_ok=True)
+    return seconds
+
+
+def _execute(stage: Stage, notebook: Path, parameters: dict[str, Any], chapter: Path, stage_dir: Path,
+             timeout: int) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    chapters_dir.mkdir(parents=True, exist_ok=True)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    final = chapters_dir / stage.notebook
+    chapter.parent.mkdir(parents=True, exist_ok=True)
     # A dot-name keeps the half-executed copy out of the book's sources.
-    temporary = chapters_dir / f".{stage.notebook}.running.ipynb"
+    temporary = chapter.with_name(f".{chapter.name}.running.ipynb")
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(temporary),
-            parameters=parameters,
-            cwd=str(REPO_ROOT),
-            kernel_name="python3",
-            execution_timeout=timeout,
-            progress_bar=sys.stderr.isatty(),
-            log_output=False,
-        )
+        with _signals_stop_the_kernel():
+            papermill.execute_notebook(
+                str(notebook),
+                str(temporary),
+                parameters=parameters,
+                cwd=str(REPO_ROOT),
+                kernel_name="python3",
+                execution_timeout=timeout,
+                progress_bar=sys.stderr.isatty(),
+                log_output=False,
+                **_kernel_options(),
+            )
     except PapermillExecutionError as error:
+        if error.ename == "KeyboardInterrupt":
+            if temporary.exists():
+                temporary.unlink()
+            raise KeyboardInterrupt from None
         failed = stage_dir / "failed.ipynb"
         if temporary.exists():
             os.replace(temporary, failed)
@@ -213,13 +354,104 @@ def _execute(
             f"stage {stage.name!r} ({stage.notebook}) failed in cell {error.cell_index} "
             f"(execution count {error.exec_count}): {error.ename}: {error.evalue}\n"
             f"  the partly executed notebook is {_display_path(failed)}; "
-            f"{_display_path(final)} was left as it was"
+            f"{_display_path(chapter)} was left as it was"
         ) from None
     except BaseException:
         if temporary.exists():
             temporary.unlink()
         raise
-    os.replace(temporary, final)
+    missing = records.missing_outputs(stage_dir, stage.declared_outputs(parameters))
+    if missing:
+        failed = stage_dir / "failed.ipynb"
+        os.replace(temporary, failed)
+        raise StageFailed(
+            f"stage {stage.name!r} ({stage.notebook}) ran every cell but did not write its declared output(s) "
+            f"{missing} in {_display_path(stage_dir)}\n  the executed notebook is {_display_path(failed)}; "
+            f"{_display_path(chapter)} was left as it was"
+        )
+    hide_parameter_cells(temporary)
+    label_chapter(temporary, {"profile": parameters["profile"], "stage": stage.name,
+                              "artifacts_root": str(parameters["artifacts_root"])})
+    os.replace(temporary, chapter)
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (Ctrl-C's SIGINT, or SIGTERM); ``signum`` says which."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_stop_the_kernel() -> Iterator[None]:
+    """On SIGINT or SIGTERM, kill the kernel's process group, then raise :class:`Interrupted` to unwind papermill.
+
+    The kernel runs in its own session, so the terminal's Ctrl-C reaches only this process; left alone,
+    the kernel would be shut down mid-cell (printing a traceback of its closed sockets), or, after a
+    SIGTERM, keep running without anyone waiting for it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        import psutil
+
+        for child in psutil.Process().children():
+            try:
+                if os.getpgid(child.pid) == child.pid:  # a session leader: the kernel and its workers
+                    os.killpg(child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _kernel_options() -> dict[str, Any]:
+    """Encrypt the kernel's loopback traffic (CurveZMQ) where pyzmq can.
+
+    ipykernel warns "Kernel is running over TCP without encryption" at every start otherwise; with keys
+    provisioned by the kernel manager the traffic is encrypted and the warning has no cause.
+    """
+    import zmq
+    from traitlets.config import Config
+
+    if not zmq.has("curve"):
+        return {}
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+
+
+#: Tags of the cells that hold parameters: the notebook's defaults and papermill's injected values.
+#: The chapter shows the values it ran with as one table instead (saerad.book.parameters).
+PARAMETER_CELL_TAGS = ("parameters", "injected-parameters")
+
+
+def hide_parameter_cells(executed: Path) -> None:
+    """Tag the parameter cells of an executed notebook ``remove-cell`` so the book does not show them."""
+    import nbformat
+
+    notebook = nbformat.read(str(executed), as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if any(tag in tags for tag in PARAMETER_CELL_TAGS) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(notebook, str(executed))
+
+
+def label_chapter(executed: Path, label: dict[str, Any]) -> None:
+    """Write which profile and stage an executed chapter belongs to into its metadata (``saerad``)."""
+    import nbformat
+
+    notebook = nbformat.read(str(executed), as_version=4)
+    notebook.metadata[CHAPTER_METADATA] = label
+    nbformat.write(notebook, str(executed))
 
 
 def _display_path(path: Path) -> str:
@@ -243,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="re-run stages even when up to date")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     parser.add_argument("--list", action="store_true", help="list stages and their parameters, then exit")
+    parser.add_argument("--publish", action="store_true",
+                        help="run nothing; make book/chapters the profile's executed chapters (what the book shows)")
     args = parser.parse_args(argv)
 
     try:
@@ -252,8 +486,18 @@ def main(argv: list[str] | None = None) -> int:
                 for parameter in notebook_parameters(REPO_ROOT / "notebooks" / stage.notebook).values():
                     print(f"    {parameter.name} = {parameter.default!r}  ({parameter.type_name}) {parameter.help}")
             return 0
+        if args.publish:
+            if args.only or args.start or args.force:
+                raise ParameterError("--publish runs no stage: give it only --profile and --set")
+            marker = publish(args.profile, args.assignments)
+            print(f"book/chapters now holds profile {args.profile!r}: {len(marker['chapters'])} chapters"
+                  + (f" (not yet run: {', '.join(marker['missing'])})" if marker["missing"] else ""))
+            return 0
         run(args.profile, args.only, args.start, args.assignments, args.force, args.timeout)
-    except (ParameterError, StageFailed) as error:
+    except KeyboardInterrupt as interruption:
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        return 128 + getattr(interruption, "signum", signal.SIGINT)
+    except (ParameterError, StageFailed, PreflightError, PublishError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ParameterError) else 1
     return 0

@@ -42,3 +42,14 @@ def check_stage(stage: str, parameters: Mapping[str, Any], artifacts_root: str |
     _load_stage_checks()
     for check in _CHECKS.get(stage, []):
         check(parameters, Path(artifacts_root))
+
+
+def check_notebook(stage: str, namespace: Mapping[str, Any]) -> None:
+    """The chapter's own call, in its first cell after the parameters: ``check_notebook("features", globals())``.
+
+    ``namespace`` holds the chapter's parameters (its ``globals()``), ``artifacts_root`` among them; the checks
+    are those the pipeline runs before it executes the chapter.
+    """
+    if "artifacts_root" not in namespace:
+        raise PreflightError(f"stage {stage!r}: the chapter's parameters have no artifacts_root")
+    check_stage(stage, namespace, namespace["artifacts_root"])

@@ -8,6 +8,8 @@ it is there.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
@@ -68,3 +70,74 @@ def probe_auroc(
             "auroc": auroc,
         })
     return pd.DataFrame(rows).sort_values("auroc", ascending=False, na_position="last").reset_index(drop=True)
+
+
+#: What the book asks of an encoder before training an SAE on its class tokens: the typical finding is picked
+#: out almost perfectly by a linear probe (median AUROC) and none is hard to pick out (lowest AUROC). A finding
+#: a linear probe cannot separate is one the SAE cannot be expected to find as a feature either.
+MEDIAN_AUROC_FLOOR = 0.95
+LOWEST_AUROC_FLOOR = 0.85
+
+
+@dataclass(frozen=True)
+class ProbeSummary:
+    """The probe table in a few numbers, with the verdict in words.
+
+    Attributes
+    ----------
+    n_probed, n_skipped
+        Findings probed, and findings listed but too rare (or one-class in a split) to probe.
+    median_auroc, lowest_auroc
+        Over the probed findings (NaN when none was probed).
+    weakest_finding
+        The probed finding with the lowest AUROC ("" when none).
+    median_floor, lowest_floor
+        The floors the summary was taken against.
+    below_floor
+        The probed findings whose AUROC is below ``lowest_floor``.
+
+    ``verdict`` is ``"holds"`` when the median is at least ``median_floor`` and the lowest AUROC at least
+    ``lowest_floor``, ``"does not hold"`` otherwise (also when nothing could be probed).
+    """
+
+    n_probed: int
+    n_skipped: int
+    median_auroc: float
+    lowest_auroc: float
+    weakest_finding: str
+    median_floor: float
+    lowest_floor: float
+    below_floor: tuple[str, ...]
+
+    @property
+    def holds(self) -> bool:
+        return (self.n_probed > 0 and self.median_auroc >= self.median_floor
+                and self.lowest_auroc >= self.lowest_floor)
+
+    @property
+    def verdict(self) -> str:
+        return "holds" if self.holds else "does not hold"
+
+
+def summarise_probes(table: pd.DataFrame, median_floor: float = MEDIAN_AUROC_FLOOR,
+                     lowest_floor: float = LOWEST_AUROC_FLOOR) -> ProbeSummary:
+    """Summarise a table of :func:`probe_auroc` against the two floors.
+
+    Parameters
+    ----------
+    table
+        Columns ``finding``, ``probed`` and ``auroc`` (as :func:`probe_auroc` returns them).
+    median_floor, lowest_floor
+        The median AUROC, and the lowest, that the encoder must reach.
+    """
+    missing = [column for column in ("finding", "probed", "auroc") if column not in table.columns]
+    if missing:
+        raise ValueError(f"summarise_probes: the probe table lacks the column(s) {missing}; "
+                         f"columns are {list(table.columns)}")
+    probed = table[table["probed"].astype(bool) & table["auroc"].notna()]
+    if probed.empty:
+        return ProbeSummary(0, len(table), float("nan"), float("nan"), "", median_floor, lowest_floor, ())
+    weakest = probed.loc[probed["auroc"].idxmin()]
+    below = tuple(probed.loc[probed["auroc"] < lowest_floor, "finding"].astype(str))
+    return ProbeSummary(len(probed), len(table) - len(probed), float(probed["auroc"].median()),
+                        float(weakest["auroc"]), str(weakest["finding"]), median_floor, lowest_floor, below)

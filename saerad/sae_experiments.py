@@ -326,3 +326,131 @@ def dead_feature_dependence(dead_by_data: pd.DataFrame, dead_by_size: pd.DataFra
         sentences.append(size_sentence + f"For scale: 90 % of the training tokens' variance lies in {directions_for_90} "
                          f"of their {token_dim} directions.")
     return " ".join(sentences) if sentences else "Data comparison skipped."
+
+
+# --- Reading the tables: the words the chapter's prose glues in -------------------------------------------
+
+#: What each switch of the ablation changes, in the reader's words (the gated SAE's value flipped to SAE-Rad's).
+SWITCH_CHANGES = {
+    "unit_norm_decoder": "decoder norms left free",
+    "decoder_norm_in_sparsity": "decoder norms weight the penalty",
+    "centre_input": "input not centred",
+    "aux_stop_gradient": "auxiliary loss trains the decoder",
+}
+
+#: MIMIC-CXR training images per feature of the paper's ×64 SAE-Rad (239,931 images, 49,152 features).
+PAPER_TOKENS_PER_FEATURE = 239_931 / 49_152
+
+REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly reproduced", "not reproduced"
+
+
+def ablation_label(name: str) -> str:
+    """A row name of :func:`ablation_runs` in words: ``"gated+centre_input=False"`` → ``"gated + input not centred"``."""
+    if name == "gated":
+        return "gated SAE (none of the four)"
+    if name == "sae_rad":
+        return "SAE-Rad (all four)"
+    match = re.fullmatch(r"gated\+(\w+)=(True|False)", name)
+    if match is None or match.group(1) not in SWITCH_CHANGES:
+        raise ValueError(f"{name!r} is not a row of the ablation (gated, gated+<switch>=<value>, sae_rad)")
+    return f"gated + {SWITCH_CHANGES[match.group(1)]}"
+
+
+def claim_verdict(parts: list[bool] | tuple[bool, ...]) -> str:
+    """``"reproduced"`` when every part of a claim holds, ``"partly reproduced"`` when some do, else
+    ``"not reproduced"``."""
+    parts = [bool(part) for part in parts]
+    if not parts:
+        raise ValueError("a claim needs at least one part to judge")
+    return REPRODUCED if all(parts) else PARTLY if any(parts) else NOT_REPRODUCED
+
+
+def direction(ours: float, other: float, more: str = "higher", less: str = "lower", tolerance: float = 0.0) -> str:
+    """``more`` when ``ours`` exceeds ``other`` by more than ``tolerance``, ``less`` when it falls short, else
+    ``"about the same"``."""
+    if ours > other + tolerance:
+        return more
+    if ours < other - tolerance:
+        return less
+    return "about the same"
+
+
+def table3_reading(table3: pd.DataFrame) -> dict[str, Any]:
+    """Table 3's claim (SAE-Rad: lower L0 *and* higher explained variance than Conerly et al.) read from our rows.
+
+    ``table3`` has ``architecture`` (``sae_rad``, ``conerly``), ``l0`` and ``explained_variance`` (held-out).
+    Returns the two directions as words (``"lower"``/``"higher"``), the two differences, and the verdict word.
+    """
+    rows = table3.set_index("architecture")
+    missing = {"sae_rad", "conerly"} - set(rows.index)
+    if missing:
+        raise ValueError(f"Table 3 lacks the row(s) {sorted(missing)}; it has {list(rows.index)}")
+    ours, theirs = rows.loc["sae_rad"], rows.loc["conerly"]
+    lower_l0 = ours["l0"] < theirs["l0"]
+    higher_ev = ours["explained_variance"] > theirs["explained_variance"]
+    return {
+        "l0_direction": direction(ours["l0"], theirs["l0"]),
+        "ev_direction": direction(ours["explained_variance"], theirs["explained_variance"]),
+        "l0_difference": float(ours["l0"] - theirs["l0"]),
+        "ev_difference": float(ours["explained_variance"] - theirs["explained_variance"]),
+        "verdict": claim_verdict([lower_l0, higher_ev]),
+    }
+
+
+def table5_reading(table5: pd.DataFrame) -> dict[str, Any]:
+    """Table 5's claims read from our rows: at each size the dense SAE has a higher L0 and a higher explained
+    variance than the sparse one, and among the sparse SAEs a larger dictionary explains more.
+
+    ``table5`` has ``name`` (``x<factor>`` and ``x<factor>_dense``), ``expansion_factor``, ``l0`` and
+    ``explained_variance``. Returns counts of sizes where each holds (``dense_higher_l0``,
+    ``dense_higher_ev``, out of ``sizes``), whether explained variance rises with size among the sparse SAEs
+    (``larger_explains_more``), and a verdict word for the dense claim and for the size claim.
+    """
+    sparse = table5[~table5["name"].str.endswith("_dense")].set_index("expansion_factor").sort_index()
+    dense = table5[table5["name"].str.endswith("_dense")].set_index("expansion_factor").sort_index()
+    sizes = sorted(set(sparse.index) & set(dense.index))
+    if not sizes:
+        raise ValueError(f"Table 5 needs a sparse and a dense SAE of the same size; it has {list(table5['name'])}")
+    higher_l0 = [bool(dense.loc[size, "l0"] > sparse.loc[size, "l0"]) for size in sizes]
+    higher_ev = [bool(dense.loc[size, "explained_variance"] > sparse.loc[size, "explained_variance"]) for size in sizes]
+    steps_up = np.diff(sparse["explained_variance"].to_numpy()) > 0
+    return {
+        "sizes": len(sizes), "dense_higher_l0": sum(higher_l0), "dense_higher_ev": sum(higher_ev),
+        "dense_verdict": claim_verdict(higher_l0 + higher_ev),
+        "larger_explains_more": bool(steps_up.all()) if len(steps_up) else False,
+        "size_verdict": claim_verdict(list(steps_up)) if len(steps_up) else NOT_REPRODUCED,
+    }
+
+
+def held_out_reading(history: pd.DataFrame, tolerance: float = 0.005) -> dict[str, Any]:
+    """Where the held-out explained variance peaked during training and whether it fell afterwards.
+
+    Returns ``peak_step``, ``peak``, ``final``, ``fell_by`` (peak minus final) and ``fell`` (True when it
+    fell by more than ``tolerance``, i.e. the SAE began to fit its training tokens at the expense of new
+    images).
+    """
+    curve = history.set_index("step")["held_out_explained_variance"].dropna()
+    if curve.empty:
+        raise ValueError("the history has no held-out explained variance (train with held_out tokens)")
+    fell_by = float(curve.max() - curve.iloc[-1])
+    return {"peak_step": int(curve.idxmax()), "peak": float(curve.max()), "final": float(curve.iloc[-1]),
+            "fell_by": fell_by, "fell": fell_by > tolerance}
+
+
+def silent_count_at(history: pd.DataFrame, step: float) -> float:
+    """The running count of features silent for an epoch at the logged step closest to ``step``.
+
+    NaN before one epoch of batches has passed (the count needs a whole epoch).
+    """
+    steps = history["step"].to_numpy()
+    if len(steps) == 0:
+        raise ValueError("the history is empty")
+    return float(history["silent_for_an_epoch"].iloc[int(np.abs(steps - step).argmin())])
+
+
+def matryoshka_prefixes(d_sae: int, prefix_fractions: list[float]) -> tuple[int, ...]:
+    """The nested dictionary sizes of a Matryoshka SAE: each share of ``d_sae`` rounded (at least 1), and ``d_sae``."""
+    bad = [share for share in prefix_fractions if not 0.0 < share <= 1.0]
+    if bad:
+        raise ValueError(f"matryoshka_prefix_fractions must be shares of d_sae in (0, 1], got {bad}")
+    return tuple(sorted({max(1, round(share * d_sae)) for share in prefix_fractions} | {d_sae}))

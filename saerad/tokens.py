@@ -19,6 +19,7 @@ import pandas as pd
 
 from saerad.io import read_json, write_json, write_table
 from saerad.encoder import norm_scale
+from saerad.synthcxr.catalogue import DEVICES
 
 
 def save_index_and_scale(out_dir: str | Path, images: pd.DataFrame, tokens: np.ndarray, encoder_name: str) -> dict:
@@ -105,3 +106,35 @@ def write_probe_table(out_dir: str | Path, table: pd.DataFrame) -> Path:
     """``probe_auroc.csv`` with the columns ``finding, prevalence, auroc`` first."""
     ordered = table[["finding", "prevalence", "auroc"] + [c for c in table.columns if c not in ("finding", "prevalence", "auroc")]]
     return write_table(Path(out_dir) / "probe_auroc.csv", ordered)
+
+
+def encoder_table(description: dict[str, str]) -> pd.DataFrame:
+    """:meth:`saerad.encoder.ClassTokenEncoder.describe` as a two-column table, sizes written as ``H × W``."""
+    import ast
+
+    rows = []
+    for name, value in description.items():
+        text = str(value)
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed = None
+        if isinstance(parsed, dict) and {"height", "width"} <= set(parsed):
+            text = f"{parsed['height']} × {parsed['width']} pixels"
+        elif isinstance(parsed, dict) and "shortest_edge" in parsed:
+            text = f"shortest edge {parsed['shortest_edge']} pixels"
+        rows.append({"property": name, "value": text})
+    return pd.DataFrame(rows, columns=["property", "value"])
+
+
+#: Label columns that name devices rather than findings of the body (SynthCXR's and CheXpert's).
+DEVICE_LABELS = tuple(DEVICES) + ("Support Devices",)
+
+
+def finding_groups(labels: list[str]) -> dict[str, list[str]]:
+    """Split label names into ``{"pathologies": [...], "devices": [...]}``, keeping their order.
+
+    For figures that show one idea each: what the body shows, and what was put into it.
+    """
+    return {"pathologies": [name for name in labels if name not in DEVICE_LABELS],
+            "devices": [name for name in labels if name in DEVICE_LABELS]}

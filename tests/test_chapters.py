@@ -24,9 +24,11 @@ def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
                   chapters_dir=tmp_path / "chapters",
                   timeout=600)
     assert outcome == {"data": "ran", "encode": "ran", "sae": "ran", "features": "ran", "reports": "ran",
-                       "metrics": "ran", "counterfactuals": "ran", "reader_study": "ran"}
+                       "metrics": "ran", "counterfactuals": "ran", "reader_study": "ran", "real_reports": "ran",
+                       "scorecard": "ran"}
     for name in ("00_data.ipynb", "01_encode.ipynb", "02_sae.ipynb", "03_features.ipynb", "04_reports.ipynb",
-                 "05_metrics.ipynb", "06_counterfactual.ipynb", "07_reader_study.ipynb"):
+                 "05_metrics.ipynb", "06_counterfactual.ipynb", "07_reader_study.ipynb", "08_scorecard.ipynb",
+                 "09_real_reports.ipynb"):
         executed = nbformat.read(tmp_path / "chapters" / name, as_version=4)
         errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.output_type == "error"]
@@ -104,6 +106,9 @@ def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
     shares = summary[(summary["unit"] == "share") & (summary["total"] > 0)]  # 0 of 0 has no share
     assert ((shares["ci_low"] <= shares["value"]) & (shares["value"] <= shares["ci_high"])).all()
 
+    scorecard = pd.read_csv(tmp_path / "artifacts/demo/scorecard/scorecard.csv")
+    assert len(scorecard) >= 20 and "not run" not in set(scorecard["verdict"])  # every stage ran, so every row reads
+
     _built_book_renders_in_chromium(tmp_path)  # last: it skips when there is no browser
 
 
@@ -166,4 +171,4 @@ def _built_book_renders_in_chromium(tmp_path):
     if find_chromium() is None:
         pytest.skip("no system chromium on PATH (`make browser` installs it): the book built, not rendered")
     table = check_book(root / "_build" / "html", chapter_pages(root / "_toc.yml"))
-    assert len(table) == 8 and table["passed"].all(), table.to_string()
+    assert len(table) == 9 and table["passed"].all(), table.to_string()

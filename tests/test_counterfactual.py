@@ -343,3 +343,45 @@ def test_without_planted_truth_features_are_found_by_their_descriptions(tmp_path
     assert chosen["feature"].tolist() == [3, 8] and (chosen["similarity"] > 0).all()
     with pytest.raises(ValueError, match="no feature description mentions 'pneumothorax'"):
         features_by_description(path, ["pneumothorax"])
+
+
+# -- a finding with no held-out image (pacemaker in a small world) -------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", ["with", "without"])
+def test_a_finding_without_test_images_reads_n_a_with_the_reason(missing):
+    from saerad.counterfactual import summary
+    from saerad.counterfactual.experiment import measure_feature, noise_bank, run_feature
+    from saerad.counterfactual.images import ImageSet
+
+    NO_IMAGE_WITH, NO_IMAGE_WITHOUT = "no held-out image with the finding", "no held-out image without the finding"
+
+    tokens, pixels = _data(8, seed=4)
+    images = ImageSet(tokens, pixels, pd.DataFrame({"image_path": [f"image{k}.jpg" for k in range(8)]}))
+    labels = np.zeros(8, bool) if missing == "with" else np.ones(8, bool)
+    rows_without, rows_with = pick_rows(labels, 4, seed=0)
+    run = run_feature(ConditionalDDPM(TINY).eval(), _gated_sae(), images, "pacemaker", 5, 3.0, rows_without,
+                      rows_with, noise_bank(8, TINY.image_size, 0), steps=2)
+    judges = {name: axioms.FindingClassifier.fit(name, pixels, np.arange(8) % 2) for name in ("pacemaker", "edema")}
+    masks = np.zeros((len(rows_with), TINY.image_size, TINY.image_size), bool)
+    table = axioms.axioms_table(measure_feature(run, judges, masks, threshold=0.1))
+
+    reason = NO_IMAGE_WITH if missing == "with" else NO_IMAGE_WITHOUT
+    absent = [axioms.DETECTED_AFTER_REMOVE, axioms.REMOVE_TEST, axioms.SEGMENTATION_IOU] if missing == "with" else \
+        [axioms.DETECTED_AFTER_ADD, axioms.ADD_TEST, axioms.CYCLE_DISTANCE, axioms.EFFECT_SIZE]
+    present = [axioms.DETECTED_AFTER_ADD, axioms.CYCLE_DISTANCE] if missing == "with" else \
+        [axioms.DETECTED_AFTER_REMOVE, axioms.SEGMENTATION_IOU]
+    by_measure = table.set_index("measure")
+    for measure in absent:
+        assert by_measure.loc[measure, "note"] == f"n/a: {reason}" and np.isnan(by_measure.loc[measure, "value"])
+    for measure in present:
+        assert not by_measure.loc[measure, "note"].startswith("n/a")
+    assert by_measure.loc[axioms.NULL_DISTANCE, "N"] == 4  # pooled measures use the group there is
+
+    paragraph = summary.feature_paragraph(table, "pacemaker", 5)
+    if missing == "with":
+        assert f"removing it: n/a ({NO_IMAGE_WITH})" in paragraph and "Adding it made the judge see" in paragraph
+    else:
+        assert paragraph.count(f"Adding it: n/a ({NO_IMAGE_WITHOUT})") == 2
+        assert f"the add-then-remove cycle: n/a ({NO_IMAGE_WITHOUT})" in paragraph
+    assert "0 of 0" not in paragraph and "nan" not in paragraph

@@ -29,8 +29,9 @@ def test_paragraph_reads_every_measure_from_the_table():
     assert text.startswith("**Feature 5 (pacemaker).** Adding it made the judge see pacemaker in 6 of 8 images "
                            "without it (reconstructions: 1 of 8); removing it left 2 of 8 images with it detected "
                            "(reconstructions: 7 of 8). ")
-    assert ("Adding it changed what the judge sees (exact McNemar p = 0.031; 5 of the 5 changed decisions went the "
-            "expected way); removing it no change the judge can tell from chance (exact McNemar p = 0.5; 3 of the 4") in text
+    assert ("Adding it changed what the judge sees: 5 of the 5 images whose decision changed went the expected way "
+            "(exact McNemar test, p = 0.031); removing it no change the judge can tell from chance: 3 of the 4 "
+            "images whose decision changed went the expected way (exact McNemar test, p = 0.5)") in text
     assert "moved the image not at all (0 exactly); the cycle ended 0.0123 from the reconstruction, against 0.0456" in text
     assert text.endswith("mean IoU 0.31 over 7 images.")
 
@@ -41,3 +42,13 @@ def test_measures_missing_from_the_table_leave_their_sentences_out():
     assert "The null intervention moved the image not at all" in text
     assert summary.measure_row(_table(), "pacemaker", "no such measure") is None
     assert summary.measure_row(_table(), "edema", axioms.NULL_DISTANCE) is None
+
+
+def test_a_test_without_changed_decisions_says_so_and_drops_the_threshold_in_brackets():
+    rows = [_row(axioms.ADD_TEST, 1.0, 0, 0, "did nothing the judge could tell from chance (p >= 0.05); n: ..., N: ..."),
+            _row(axioms.REMOVE_TEST, 2e-6, 12, 12, "changed what the judge sees; n: ..., N: ...")]
+    text = summary.feature_paragraph(axioms.axioms_table(rows), "pacemaker", 5)
+    assert "Adding it did nothing the judge could tell from chance: no image's decision changed" in text
+    assert "(p >= 0.05)" not in text
+    assert "removing it changed what the judge sees: 12 of the 12 images whose decision changed" in text
+    assert "p < 0.001" in text

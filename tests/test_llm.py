@@ -12,10 +12,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_llm_server import FakeLLMServer, reply_text  # noqa: E402
+from llm_env import clear_llm_credentials  # noqa: E402
 
 from saerad.llm import (  # noqa: E402
-    PAPER_MODEL, DataProtectionError, PermanentError, Price, Prompt, RetryPolicy, approx_tokens, estimate_cost,
-    is_loopback_url, make_client, price_for,
+    PAPER_MODEL, DataProtectionError, LLMConfigurationError, LLMUnavailableError, PermanentError, Price, Prompt,
+    RetryPolicy, approx_tokens, check_connection, estimate_cost, is_loopback_url, make_client, price_for,
 )
 from saerad.llm.cache import ResponseCache, cache_key  # noqa: E402
 from saerad.llm.retry import backoff_delay, parse_retry_after  # noqa: E402
@@ -471,3 +472,99 @@ def test_bad_arguments_are_named():
         Prompt("x", max_tokens=0)
     with pytest.raises(TypeError, match=r"prompts\[1\]"):
         make_client("offline", responder=str.upper).complete_many([Prompt("a"), "b"], progress=False)
+
+
+# -- circuit breaker: no network, no or bad credentials ------------------------------------------
+
+def _closed_port() -> int:
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_no_network_stops_within_a_minute_with_a_clear_message(tmp_path, sleeps):
+    import time
+
+    port = _closed_port()
+    # The default retry policy (6 attempts, backoff from 1 s); only the waits are recorded instead of slept.
+    client = make_client("anthropic", base_url=f"http://127.0.0.1:{port}", api_key="k", restricted_text=False,
+                         retry=RetryPolicy(sleep=sleeps), cache_dir=tmp_path / "cache", max_concurrency=1)
+    prompts = [Prompt(f"feature {i}") for i in range(200)]
+    started = time.perf_counter()
+    with pytest.raises(LLMUnavailableError) as stop:
+        client.complete_many(prompts, progress=False)
+    would_have_taken = time.perf_counter() - started + sum(sleeps.delays)
+    assert would_have_taken < 60
+    message = str(stop.value)
+    assert f"127.0.0.1:{port}" in message and "no connection could be made" in message
+    assert "3 requests in a row failed" in message and "Connection refused" in message
+    assert f"cached in {tmp_path / 'cache'}" in message and "re-run sends only the prompts not yet answered" in message
+    assert client.usage()["requests"] == 6 + 1 + 1  # the first request's retries, then one attempt each
+    assert client.stopped
+    with pytest.raises(LLMUnavailableError):  # a stopped client stays stopped
+        client.complete(Prompt("another"))
+    assert client.usage()["requests"] == 8
+
+
+def test_breaker_stops_parallel_requests_too_and_keeps_what_was_answered(tmp_path, sleeps):
+    prompts = [Prompt(f"item {i}") for i in range(40)]
+    with FakeLLMServer() as server:
+        first = anthropic_client(server, tmp_path / "cache", sleeps, max_concurrency=4, max_attempts=6)
+        first.complete_many(prompts[:5], progress=False)
+        url = server.url
+    # The server is gone: the same endpoint now refuses connections.
+    gone = make_client("anthropic", base_url=url, api_key="k", restricted_text=False, cache_dir=tmp_path / "cache",
+                       retry=RetryPolicy(max_attempts=6, base_delay=0.01, sleep=sleeps), max_concurrency=4)
+    with pytest.raises(LLMUnavailableError, match="5 of 40 prompts of this call were answered"):
+        gone.complete_many(prompts, progress=False)
+    assert gone.usage()["requests"] < 35  # not every prompt was tried six times
+    with FakeLLMServer() as server:  # back on line (another port): only the 35 missing prompts are sent
+        resumed = anthropic_client(server, tmp_path / "cache", sleeps).complete_many(prompts, progress=False)
+        assert all(c.ok for c in resumed) and len(server.model_requests()) == 35
+
+
+def test_rejected_key_stops_after_three_requests_with_our_message(server, tmp_path, sleeps):
+    server.script.extend([(401, {})] * 10)
+    client = anthropic_client(server, tmp_path, sleeps, max_concurrency=1)
+    with pytest.raises(LLMUnavailableError) as stop:
+        client.complete_many([Prompt(f"p{i}") for i in range(10)], progress=False)
+    assert "valid credentials" in str(stop.value) and "HTTP 401" in str(stop.value)
+    assert len(server.model_requests()) == 3 and sleeps.delays == []
+
+
+def test_other_failures_do_not_trip_the_breaker(server, tmp_path, sleeps):
+    server.script.extend([(503, {})] * 8)
+    client = anthropic_client(server, tmp_path, sleeps, max_concurrency=1, max_attempts=1)
+    completions = client.complete_many([Prompt(f"p{i}") for i in range(10)], progress=False)
+    assert [c.ok for c in completions] == [False] * 8 + [True] * 2  # the service answers, if badly: no stop
+
+
+def test_missing_api_key_is_our_message_before_any_request(monkeypatch, server, tmp_path):
+    clear_llm_credentials(monkeypatch, tmp_path)
+    with pytest.raises(LLMConfigurationError, match="ANTHROPIC_API_KEY"):
+        make_client("anthropic", base_url=server.url, restricted_text=False)
+    with pytest.raises(LLMConfigurationError, match="OPENAI_API_KEY"):
+        make_client("openai", model="gpt-4o", base_url="https://api.openai.com/v1", restricted_text=False)
+    assert server.requests == []
+
+
+def test_sdk_missing_credentials_error_becomes_an_auth_failure(monkeypatch, server, tmp_path, sleeps):
+    import anthropic
+
+    clear_llm_credentials(monkeypatch, tmp_path)
+    bare = anthropic.Anthropic(api_key=None, base_url=server.url, max_retries=0)  # raises TypeError when used
+    client = make_client("anthropic", sdk_client=bare, restricted_text=False, cache_dir=tmp_path,
+                         retry=RetryPolicy(sleep=sleeps))
+    with pytest.raises(LLMUnavailableError, match="no credentials: .*authentication method"):
+        client.complete_many([Prompt(f"p{i}") for i in range(5)], progress=False)
+
+
+def test_connection_check_sends_no_prompt(server, monkeypatch, tmp_path):
+    assert check_connection("anthropic", api_key="k", base_url=server.url).startswith(server.url)
+    assert server.requests == []  # a HEAD probe, which the fake server answers without recording: no prompt
+    with pytest.raises(LLMConfigurationError, match="nothing answers at .*Connection refused"):
+        check_connection("openai", "m", base_url=f"http://127.0.0.1:{_closed_port()}/v1")
+    clear_llm_credentials(monkeypatch, tmp_path)
+    with pytest.raises(LLMConfigurationError, match="ANTHROPIC_API_KEY"):
+        check_connection("anthropic", base_url=server.url)
+    assert check_connection("offline") == "offline"

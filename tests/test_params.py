@@ -63,3 +63,55 @@ def test_shipped_profiles_validate_against_the_notebooks():
         loaded = load_profile(REPO_ROOT / "params" / f"{profile}.yaml")
         resolved = resolve_parameters(profile, loaded, schemas, [], f"artifacts/{profile}")
         assert set(resolved) == {s.name for s in STAGES}
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    # YAML 1.1 reads 3e-4 as a string; a user typing --set sae.lr=3e-4 means a number.
+    assert parse_overrides(["encode.ratio=3e-4", "x=1E3", "y=-2e+2", "name=e5"]) == [
+        ("encode", "ratio", 0.0003), (None, "x", 1000.0), (None, "y", -200.0), (None, "name", "e5")]
+    resolved = resolve(["ratio=3e-4"])
+    assert resolved["data"]["ratio"] == pytest.approx(3e-4)
+
+
+def test_exponent_floats_in_a_profile_file_are_numbers(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("stages:\n  sae:\n    lr: 3e-4\n")
+    assert load_profile(path)["stages"]["sae"]["lr"] == pytest.approx(3e-4)
+
+
+def test_a_profile_that_gives_only_the_seed_resolves_every_parameter_of_every_stage(tmp_path):
+    from saerad.params import COMMON_PARAMETERS, notebook_parameters
+    from saerad.pipeline import REPO_ROOT, STAGES, plan
+
+    (tmp_path / "seed_only.yaml").write_text("seed: 3\n")
+    planned = plan("seed_only", params_dir=tmp_path)
+    assert planned.artifacts_root == REPO_ROOT / "artifacts" / "seed_only"
+    for stage in STAGES:
+        schema = notebook_parameters(REPO_ROOT / "notebooks" / stage.notebook)
+        defaults = {name: parameter.default for name, parameter in schema.items()}
+        values = planned.parameters[stage.name]
+        assert set(values) == set(defaults), stage.name
+        assert values["seed"] == 3 and values["profile"] == "seed_only"
+        assert {k: v for k, v in values.items() if k not in COMMON_PARAMETERS} == {
+            k: v for k, v in defaults.items() if k not in COMMON_PARAMETERS}, stage.name
+
+
+def test_stage_parameters_are_the_notebook_defaults_merged_with_the_record(tmp_path):
+    from saerad.io import write_json
+    from saerad.params import notebook_parameters, stage_parameters
+    from saerad.pipeline import REPO_ROOT, STAGES
+    from saerad.reports.sae_sweep import stage_settings
+
+    sae = next(stage for stage in STAGES if stage.name == "sae")
+    defaults = {name: p.default for name, p in notebook_parameters(REPO_ROOT / "notebooks" / sae.notebook).items()}
+    assert stage_parameters(tmp_path, "sae") == defaults  # never ran: the defaults
+    # An older record held only what the profile gave: the defaults complete it.
+    write_json(tmp_path / "sae" / "stage.json", {"parameters": {"expansion_factor": 2}})
+    merged = stage_parameters(tmp_path, "sae")
+    assert merged["expansion_factor"] == 2 and merged["steps"] == defaults["steps"]
+    assert set(merged) == set(defaults)
+    write_json(tmp_path / "features" / "stage.json", {"parameters": {"top_k": 4}})
+    assert stage_settings(tmp_path, "features") == stage_parameters(tmp_path, "features")
+    assert stage_settings(tmp_path, "features")["top_k"] == 4
+    with pytest.raises(ParameterError, match="unknown stage 'train'"):
+        stage_parameters(tmp_path, "train")

@@ -1,15 +1,39 @@
-"""The papermill runner on two tiny notebooks made by the test."""
+"""The papermill runner and its stage records, on two tiny notebooks made by the test."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from saerad.pipeline import Stage, StageFailed, run
 from saerad.params import ParameterError
+from saerad.pipeline import INTERRUPTED_MESSAGE, Stage, StageFailed, publish, run
+from saerad.publish import published_profile
 
-STAGES = (Stage("first", "00_first.ipynb", "First"), Stage("second", "01_second.ipynb", "Second"))
+STAGES = (Stage("first", "00_first.ipynb", "First", ("value.txt",)), Stage("second", "01_second.ipynb", "Second"))
+# The first notebook writes its artifact, then may fail (crash_at) or hang (hang_at) with it half replaced.
+FIRST = """import os, time
+from pathlib import Path
+Path(artifacts_root, 'first').mkdir(parents=True, exist_ok=True)
+Path(artifacts_root, 'first', 'value.txt').write_text(str(value * 2 + seed))
+if value == crash_at:
+    raise RuntimeError('crashed after writing')
+if value == hang_at:
+    Path(artifacts_root, 'first', 'kernel.pid').write_text(str(os.getpid()))
+    time.sleep(120)
+"""
+SECOND = """from pathlib import Path
+doubled = int(Path(artifacts_root, 'first', 'value.txt').read_text())
+if fail:
+    raise RuntimeError(f'asked to fail after reading {doubled}')
+Path(artifacts_root, 'second').mkdir(parents=True, exist_ok=True)
+Path(artifacts_root, 'second', 'ok.txt').write_text(str(doubled))
+"""
 
 
 def _notebook(path: Path, parameters: str, body: str) -> None:
@@ -22,51 +46,227 @@ def _notebook(path: Path, parameters: str, body: str) -> None:
 
 
 @pytest.fixture
-def book(tmp_path):
+def book(tmp_path, monkeypatch):
+    # Others may edit the package while a test runs; its hash must not make stages re-run mid-test.
+    monkeypatch.setattr("saerad.pipeline.package_fingerprint", lambda: "package")
     notebooks, params = tmp_path / "notebooks", tmp_path / "params"
     notebooks.mkdir(), params.mkdir()
     common = 'profile = "demo"\nseed = 0\nartifacts_root = "x"\n'
-    _notebook(notebooks / "00_first.ipynb", common + "value = 1\n",
-              "from pathlib import Path\n"
-              "Path(artifacts_root, 'first').mkdir(parents=True, exist_ok=True)\n"
-              "Path(artifacts_root, 'first', 'value.txt').write_text(str(value * 2 + seed))")
-    _notebook(notebooks / "01_second.ipynb", common + "fail = False\n",
-              "from pathlib import Path\n"
-              "doubled = int(Path(artifacts_root, 'first', 'value.txt').read_text())\n"
-              "if fail:\n    raise RuntimeError(f'asked to fail after reading {doubled}')\n"
-              "Path(artifacts_root, 'second').mkdir(parents=True, exist_ok=True)\n"
-              "Path(artifacts_root, 'second', 'ok.txt').write_text('ok')")
+    _notebook(notebooks / "00_first.ipynb", common + "value = 1\ncrash_at = -1\nhang_at = -1\n", FIRST)
+    _notebook(notebooks / "01_second.ipynb", common + "fail = False\n", SECOND)
     (params / "demo.yaml").write_text("seed: 1\nstages:\n  first:\n    value: 5\n")
+    (params / "other.yaml").write_text("seed: 2\n")
     kwargs = dict(artifacts_base=tmp_path / "artifacts", chapters_dir=tmp_path / "chapters", stages=STAGES,
                   notebooks_dir=notebooks, params_dir=params, timeout=120)
     return tmp_path, kwargs
+
+
+def _record(root: Path, profile: str, stage: str) -> dict:
+    return json.loads((root / "artifacts" / profile / stage / "stage.json").read_text())
+
+
+def _labels(chapters: Path) -> dict[str, str]:
+    return {path.name: nbformat.read(path, as_version=4).metadata["saerad"]["profile"]
+            for path in sorted(chapters.glob("*.ipynb"))}
 
 
 def test_stages_run_in_order_then_are_skipped_when_up_to_date(book):
     root, kwargs = book
     assert run("demo", **kwargs) == {"first": "ran", "second": "ran"}
     assert (root / "artifacts/demo/first/value.txt").read_text() == "11"
-    executed = nbformat.read(root / "chapters/00_first.ipynb", as_version=4)
+    executed = nbformat.read(root / "artifacts/demo/chapters/00_first.ipynb", as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
-    record = json.loads((root / "artifacts/demo/first/stage.json").read_text())
+    assert executed.metadata["papermill"]["parameters"]["profile"] == "demo"
+    record = _record(root, "demo", "first")
     assert record["parameters"]["value"] == 5 and record["status"] == "ok"
     assert run("demo", **kwargs) == {"first": "up to date", "second": "up to date"}
     assert run("demo", assignments=["first.value=6"], **kwargs) == {"first": "ran", "second": "ran"}
 
 
+def test_record_holds_every_parameter_after_the_notebook_defaults(book):
+    root, kwargs = book
+    run("demo", **kwargs)
+    assert _record(root, "demo", "first")["parameters"] == {
+        "profile": "demo", "seed": 1, "artifacts_root": str(root / "artifacts/demo"), "value": 5, "crash_at": -1,
+        "hang_at": -1}
+    assert _record(root, "demo", "second")["parameters"]["fail"] is False
+
+
 def test_failing_stage_names_cell_and_error_and_keeps_the_good_chapter(book):
     root, kwargs = book
     run("demo", **kwargs)
-    good = (root / "chapters/01_second.ipynb").read_bytes()
+    good = (root / "artifacts/demo/chapters/01_second.ipynb").read_bytes()
+    published = (root / "chapters/01_second.ipynb").read_bytes()
     with pytest.raises(StageFailed) as failure:
         run("demo", only=["second"], assignments=["second.fail=true"], **kwargs)
     message = str(failure.value)
     assert "stage 'second'" in message and "cell" in message
     assert "RuntimeError: asked to fail after reading 11" in message
-    assert (root / "chapters/01_second.ipynb").read_bytes() == good
+    assert (root / "artifacts/demo/chapters/01_second.ipynb").read_bytes() == good
+    assert (root / "chapters/01_second.ipynb").read_bytes() == published
     assert (root / "artifacts/demo/second/failed.ipynb").exists()
-    assert not list((root / "chapters").glob(".*"))
-    assert (root / "chapters/00_first.ipynb").exists()
+    assert not list((root / "artifacts/demo/chapters").glob(".*")) and not list((root / "chapters").glob(".*"))
+    record = _record(root, "demo", "second")
+    assert record["status"] == "failed" and "asked to fail" in record["error"] and record["parameters"]["fail"]
+    # The next successful run removes the failed notebook: it described an error that is gone.
+    assert run("demo", only=["second"], **kwargs) == {"second": "ran"}
+    assert not (root / "artifacts/demo/second/failed.ipynb").exists()
+
+
+def test_a_failed_run_is_not_up_to_date_when_the_parameters_go_back(book):
+    root, kwargs = book
+    run("demo", **kwargs)
+    with pytest.raises(StageFailed, match="crashed after writing"):
+        run("demo", assignments=["first.value=6", "first.crash_at=6"], **kwargs)
+    assert (root / "artifacts/demo/first/value.txt").read_text() == "13"  # half replaced
+    assert _record(root, "demo", "first")["status"] == "failed"
+    # Back to the parameters of the good run: its record no longer vouches for the folder.
+    assert run("demo", **kwargs) == {"first": "ran", "second": "up to date"}
+    assert (root / "artifacts/demo/first/value.txt").read_text() == "11"
+
+
+def test_downstream_of_a_failed_stage_neither_runs_nor_is_up_to_date(book):
+    root, kwargs = book
+    run("demo", **kwargs)
+    with pytest.raises(StageFailed):
+        run("demo", only=["first"], assignments=["first.value=6", "first.crash_at=6"], **kwargs)
+    with pytest.raises(StageFailed, match=r"needs the artifacts of 'first'.*its last run failed"):
+        run("demo", only=["second"], **kwargs)
+
+
+def test_a_missing_declared_output_makes_the_stage_run_again(book):
+    root, kwargs = book
+    run("demo", **kwargs)
+    (root / "artifacts/demo/first/value.txt").unlink()
+    with pytest.raises(StageFailed, match="value.txt"):  # and later stages refuse to read the gap
+        run("demo", only=["second"], **kwargs)
+    assert run("demo", **kwargs) == {"first": "ran", "second": "up to date"}
+    (root / "artifacts/demo/chapters/01_second.ipynb").unlink()
+    assert run("demo", **kwargs) == {"first": "up to date", "second": "ran"}
+
+
+def test_a_stage_that_does_not_write_its_declared_output_fails(book):
+    root, kwargs = book
+    stages = (STAGES[0], Stage("second", "01_second.ipynb", "Second", ("never_written.csv",)))
+    with pytest.raises(StageFailed, match="did not write its declared output.*never_written.csv"):
+        run("demo", **{**kwargs, "stages": stages})
+    assert _record(root, "demo", "second")["status"] == "failed"
+    assert (root / "artifacts/demo/second/failed.ipynb").exists()
+    assert not (root / "artifacts/demo/chapters/01_second.ipynb").exists()
+
+
+def _pipeline_process(root: Path, kwargs: dict, code: str) -> subprocess.Popen:
+    """The pipeline in a child process (so the test can kill or interrupt it), on the test's notebooks."""
+    setup = (f"import functools, pathlib, saerad.pipeline as p\n"
+             f"from tests_pipeline_stages import STAGES\n"
+             f"p.run = functools.partial(p.run, artifacts_base=pathlib.Path({str(kwargs['artifacts_base'])!r}), "
+             f"chapters_dir=pathlib.Path({str(kwargs['chapters_dir'])!r}), stages=STAGES, "
+             f"notebooks_dir=pathlib.Path({str(kwargs['notebooks_dir'])!r}), "
+             f"params_dir=pathlib.Path({str(kwargs['params_dir'])!r}))\n")
+    (root / "tests_pipeline_stages.py").write_text(
+        "from saerad.pipeline import Stage\n"
+        "STAGES = (Stage('first', '00_first.ipynb', 'First', ('value.txt',)), "
+        "Stage('second', '01_second.ipynb', 'Second'))\n")
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "PYTHONPATH": path}
+    return subprocess.Popen([sys.executable, "-c", setup + code], cwd=root, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 90) -> int:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{path} never appeared: {process.communicate()}")
+        time.sleep(0.2)
+    time.sleep(0.2)
+    return int(path.read_text())
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_not_up_to_date(book):
+    root, kwargs = book
+    run("demo", **kwargs)
+    process = _pipeline_process(root, kwargs, "p.run('demo', assignments=['first.value=7', 'first.hang_at=7'])")
+    kernel = _wait_for(root / "artifacts/demo/first/kernel.pid", process)
+    process.kill()  # SIGKILL: nothing in the runner gets to write anything
+    process.wait(30)
+    _kill_quietly(kernel)
+    record = _record(root, "demo", "first")
+    assert record["status"] == "running" and record["parameters"]["value"] == 7
+    assert (root / "artifacts/demo/first/value.txt").read_text() == "15"
+    assert run("demo", **kwargs) == {"first": "ran", "second": "up to date"}
+    assert (root / "artifacts/demo/first/value.txt").read_text() == "11"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_prints_one_line_stops_the_kernel_and_records_the_interruption(book, signum, status):
+    root, kwargs = book
+    process = _pipeline_process(
+        root, kwargs, "raise SystemExit(p.main(['--set', 'first.value=7', '--set', 'first.hang_at=7']))")
+    kernel = _wait_for(root / "artifacts/demo/first/kernel.pid", process)
+    process.send_signal(signum)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+        kernel_left_running = Path(f"/proc/{kernel}").exists()
+    finally:
+        _kill_quietly(kernel)
+    assert process.returncode == status, stderr
+    assert stderr.strip() == INTERRUPTED_MESSAGE
+    assert not kernel_left_running
+    assert _record(root, "demo", "first")["status"] == "interrupted"
+    assert not list((root / "artifacts/demo/chapters").glob("*.ipynb"))
+
+
+def test_profiles_are_separate_trees_and_the_book_shows_one(book):
+    root, kwargs = book
+    assert run("demo", **kwargs) == {"first": "ran", "second": "ran"}
+    assert _labels(root / "chapters") == {"00_first.ipynb": "demo", "01_second.ipynb": "demo"}
+    # Another profile neither reads demo's chapters nor records: it runs, and the book shows it alone.
+    assert run("other", **kwargs) == {"first": "ran", "second": "ran"}
+    assert _labels(root / "chapters") == {"00_first.ipynb": "other", "01_second.ipynb": "other"}
+    assert published_profile(root / "chapters")["profile"] == "other"
+    # Back to demo: its own tree is intact, and publishing replaces every chapter.
+    assert run("demo", **kwargs) == {"first": "up to date", "second": "up to date"}
+    assert _labels(root / "chapters") == {"00_first.ipynb": "demo", "01_second.ipynb": "demo"}
+    assert (root / "chapters/00_first.ipynb").read_bytes() == (
+        root / "artifacts/demo/chapters/00_first.ipynb").read_bytes()
+    # A profile that ran only its first stage replaces the book's chapters too, never joins them.
+    (root / "params" / "third.yaml").write_text("seed: 3\n")
+    run("third", only=["first"], **kwargs)
+    assert _labels(root / "chapters") == {"00_first.ipynb": "third"}
+    assert published_profile(root / "chapters")["missing"] == ["01_second.ipynb"]
+    publish("other", **{key: kwargs[key] for key in ("artifacts_base", "chapters_dir", "stages",
+                                                     "notebooks_dir", "params_dir")})
+    assert _labels(root / "chapters") == {"00_first.ipynb": "other", "01_second.ipynb": "other"}
+
+
+def test_artifacts_root_moves_records_and_chapters_with_it(book):
+    root, kwargs = book
+    elsewhere = root / "elsewhere"
+    assert run("demo", assignments=[f"artifacts_root={elsewhere}"], **kwargs) == {"first": "ran", "second": "ran"}
+    assert json.loads((elsewhere / "first/stage.json").read_text())["status"] == "ok"
+    assert (elsewhere / "chapters/00_first.ipynb").exists() and (elsewhere / "second/ok.txt").exists()
+    assert not (root / "artifacts").exists()
+    with pytest.raises(ParameterError, match="artifacts_root must be the same for every stage"):
+        run("demo", assignments=[f"first.artifacts_root={elsewhere}"], **kwargs)
+    with pytest.raises(ParameterError, match="parameter 'profile' is the profile's name"):
+        run("demo", assignments=["profile=paper"], **kwargs)
+
+
+def test_kernels_start_without_the_unencrypted_tcp_warning(book, capfd):
+    root, kwargs = book
+    run("demo", only=["first"], **kwargs)
+    assert "without encryption" not in capfd.readouterr().err
 
 
 def test_bad_parameters_stop_before_anything_runs(book):
@@ -80,5 +280,5 @@ def test_bad_parameters_stop_before_anything_runs(book):
 
 def test_from_a_stage_needs_its_predecessors(book):
     root, kwargs = book
-    with pytest.raises(StageFailed, match="needs the artifacts of 'first'"):
+    with pytest.raises(StageFailed, match="needs the artifacts of 'first'.*has not run"):
         run("demo", start="second", **kwargs)

@@ -123,3 +123,77 @@ def test_dead_feature_dependence_with_only_the_main_run():
     by_data, by_size, main = _dead_tables(size_dead=6)
     assert experiments.dead_feature_dependence(by_data.iloc[:1], by_size.iloc[1:], main, 4.9, 32, 256) == \
         "Data comparison skipped."
+
+
+def test_ablation_labels_name_the_switch_in_words_and_refuse_unknown_rows():
+    names = [run.name for run in experiments.ablation_runs(4, 3.0)]
+    labels = [experiments.ablation_label(name) for name in names]
+    assert labels[0] == "gated SAE (none of the four)" and labels[-1] == "SAE-Rad (all four)"
+    assert labels[1:-1] == [f"gated + {words}" for words in experiments.SWITCH_CHANGES.values()]
+    for bad in ("gated+colour=True", "conerly", "gated+centre_input"):
+        with pytest.raises(ValueError, match="not a row of the ablation"):
+            experiments.ablation_label(bad)
+
+
+def test_claim_verdict_and_direction_words():
+    assert experiments.claim_verdict([True, True]) == "reproduced"
+    assert experiments.claim_verdict([True, False]) == "partly reproduced"
+    assert experiments.claim_verdict([False, False]) == "not reproduced"
+    with pytest.raises(ValueError):
+        experiments.claim_verdict([])
+    assert experiments.direction(2.0, 1.0) == "higher" and experiments.direction(1.0, 2.0) == "lower"
+    assert experiments.direction(1.0, 1.0) == "about the same"
+    assert experiments.direction(1.004, 1.0, tolerance=0.005) == "about the same"
+    assert experiments.direction(3, 1, "more", "fewer") == "more"
+
+
+def test_table3_reading_needs_both_directions_for_the_claim():
+    table = pd.DataFrame({"architecture": ["conerly", "sae_rad"], "l0": [15.0, 12.0],
+                          "explained_variance": [0.80, 0.85]})
+    reading = experiments.table3_reading(table)
+    assert reading["verdict"] == "reproduced"
+    assert (reading["l0_direction"], reading["ev_direction"]) == ("lower", "higher")
+    assert reading["l0_difference"] == pytest.approx(-3.0)
+    worse_fit = table.assign(explained_variance=[0.90, 0.85])
+    assert experiments.table3_reading(worse_fit)["verdict"] == "partly reproduced"
+    assert experiments.table3_reading(worse_fit.assign(l0=[10.0, 12.0]))["verdict"] == "not reproduced"
+    with pytest.raises(ValueError, match="conerly"):
+        experiments.table3_reading(table.iloc[1:])
+
+
+def test_table5_reading_counts_sizes_where_dense_beats_sparse():
+    runs = experiments.table5_runs([4, 8, 16], 3.0)
+    table = pd.DataFrame({"name": [run.name for run in runs], "expansion_factor": [run.expansion_factor for run in runs],
+                          "l0": [12, 14, 16, 30, 31, 10], "explained_variance": [0.9, 0.85, 0.8, 0.95, 0.9, 0.7]})
+    reading = experiments.table5_reading(table)
+    # sparse x16, x8, x4 then dense x16, x8, x4: dense L0 higher at x16 and x8, not at x4; same for variance
+    assert (reading["sizes"], reading["dense_higher_l0"], reading["dense_higher_ev"]) == (3, 2, 2)
+    assert reading["dense_verdict"] == "partly reproduced"
+    assert reading["larger_explains_more"] and reading["size_verdict"] == "reproduced"
+    flat = table.assign(explained_variance=[0.8, 0.85, 0.9, 0.95, 0.9, 0.95])
+    assert not experiments.table5_reading(flat)["larger_explains_more"]
+    with pytest.raises(ValueError, match="sparse and a dense"):
+        experiments.table5_reading(table.iloc[:3])
+
+
+def test_held_out_reading_finds_the_peak_and_whether_the_fit_fell():
+    history = pd.DataFrame({"step": [0, 50, 100, 150], "held_out_explained_variance": [-3.0, 0.80, 0.86, 0.84]})
+    reading = experiments.held_out_reading(history)
+    assert (reading["peak_step"], reading["final"]) == (100, 0.84)
+    assert reading["fell_by"] == pytest.approx(0.02) and reading["fell"]
+    assert not experiments.held_out_reading(history.assign(held_out_explained_variance=[0, 0.8, 0.86, 0.858]))["fell"]
+
+
+def test_silent_count_at_reads_the_closest_logged_step():
+    history = pd.DataFrame({"step": [0, 50, 100], "silent_for_an_epoch": [np.nan, 10.0, 30.0]})
+    assert np.isnan(experiments.silent_count_at(history, 5))
+    assert experiments.silent_count_at(history, 60) == 10.0
+    assert experiments.silent_count_at(history, 99) == 30.0
+
+
+def test_matryoshka_prefixes_end_with_the_whole_dictionary():
+    assert experiments.matryoshka_prefixes(2048, [0.015625, 0.0625, 0.25]) == (32, 128, 512, 2048)
+    assert experiments.matryoshka_prefixes(2048, [0.25]) == (512, 2048)
+    assert experiments.matryoshka_prefixes(8, [0.01]) == (1, 8)
+    with pytest.raises(ValueError, match="shares of d_sae"):
+        experiments.matryoshka_prefixes(2048, [0.0])

@@ -80,8 +80,11 @@ class FindingClassifier:
         return cls(finding, model, threshold)
 
     def probability(self, pixels: np.ndarray) -> np.ndarray:
-        """``P(finding | image)`` for ``[n, size, size]`` pixels."""
-        return self.model.predict_proba(np.asarray(pixels).reshape(len(pixels), -1))[:, 1]
+        """``P(finding | image)`` for ``[n, size, size]`` pixels (empty for no images)."""
+        pixels = np.asarray(pixels)
+        if len(pixels) == 0:
+            return np.empty(0)
+        return self.model.predict_proba(pixels.reshape(len(pixels), -1))[:, 1]
 
     def detects(self, pixels: np.ndarray) -> np.ndarray:
         """Boolean ``[n]``: the finding is detected in each image."""
@@ -99,6 +102,8 @@ def image_distance(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Mean absolute grey-level difference per image (``[0, 1]`` scale), shape ``[n]``."""
     if first.shape != second.shape:
         raise ValueError(f"images differ in shape: {first.shape} vs {second.shape}")
+    if len(first) == 0:
+        return np.empty(0)
     return np.abs(first.astype(np.float64) - second.astype(np.float64)).reshape(len(first), -1).mean(axis=1)
 
 

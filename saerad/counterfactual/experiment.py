@@ -172,6 +172,11 @@ def noise_bank(count: int, image_size: int, seed: int) -> torch.Tensor:
     return starting_noise(count, image_size, seed)
 
 
+#: Why a measure has no value when one group of images is empty (e.g. no test image with a pacemaker).
+NO_IMAGE_WITH = "no held-out image with the finding"
+NO_IMAGE_WITHOUT = "no held-out image without the finding"
+
+
 def na_row(feature: int, finding: str, measure: str, reason: str) -> dict:
     """A row for a measure that cannot be taken here, with the reason."""
     return {"feature": feature, "finding": finding, "measure": measure, "value": float("nan"), "n": 0, "N": 0,
@@ -181,6 +186,10 @@ def na_row(feature: int, finding: str, measure: str, reason: str) -> dict:
 def measure_feature(run: FeatureRun, classifiers: dict[str, axioms.FindingClassifier] | None,
                     masks: np.ndarray | None, threshold: float) -> list[dict]:
     """The rows of ``axioms.csv`` for one feature.
+
+    A measure that needs the images with (or without) the finding reads n/a, with the
+    reason, when the test split has none of them; measures pooled over both groups use
+    the group there is.
 
     Parameters
     ----------
@@ -196,26 +205,43 @@ def measure_feature(run: FeatureRun, classifiers: dict[str, axioms.FindingClassi
     """
     f, finding, rows = run.feature, run.finding, []
     without, with_ = run.images_without, run.images_with
+    has_without, has_with = len(run.rows_without) > 0, len(run.rows_with) > 0
+
+    def row_without(measure: str, make) -> dict:
+        return make() if has_without else na_row(f, finding, measure, NO_IMAGE_WITHOUT)
+
+    def row_with(measure: str, make) -> dict:
+        return make() if has_with else na_row(f, finding, measure, NO_IMAGE_WITH)
+
+    if not has_without and not has_with:
+        return [na_row(f, finding, "all", "no held-out image with or without the finding")]
     if classifiers is None:
         rows.append(na_row(f, finding, "effectiveness", "no finding labels to train a classifier on"))
     else:
         own = classifiers[finding]
-        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_IN_REAL_WITHOUT,
-                                    own.detects(without["original"]), "classifier false positives on real images"))
-        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_IN_RECONSTRUCTIONS_WITHOUT,
-                                    own.detects(without["reconstruction"]), "baseline for 'add'"))
-        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_AFTER_ADD, own.detects(without["add"]),
-                                    f"do(i, beta={run.beta:.3g}) on images without the finding; higher is better"))
-        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_IN_REAL_WITH,
-                                    own.detects(with_["original"]), "classifier sensitivity on real images"))
-        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_IN_RECONSTRUCTIONS_WITH,
-                                    own.detects(with_["reconstruction"]), "baseline for 'remove'"))
-        rows.append(axioms.rate_row(f, finding, axioms.DETECTED_AFTER_REMOVE, own.detects(with_["remove"]),
-                                    "do(i, 0) on images with the finding; lower is better"))
-        rows.append(axioms.paired_change_row(f, finding, axioms.ADD_TEST,
-                                             own.detects(without["reconstruction"]), own.detects(without["add"]), True))
-        rows.append(axioms.paired_change_row(f, finding, axioms.REMOVE_TEST,
-                                             own.detects(with_["reconstruction"]), own.detects(with_["remove"]), False))
+        rows.append(row_without(axioms.DETECTED_IN_REAL_WITHOUT, lambda: axioms.rate_row(
+            f, finding, axioms.DETECTED_IN_REAL_WITHOUT, own.detects(without["original"]),
+            "classifier false positives on real images")))
+        rows.append(row_without(axioms.DETECTED_IN_RECONSTRUCTIONS_WITHOUT, lambda: axioms.rate_row(
+            f, finding, axioms.DETECTED_IN_RECONSTRUCTIONS_WITHOUT, own.detects(without["reconstruction"]),
+            "baseline for 'add'")))
+        rows.append(row_without(axioms.DETECTED_AFTER_ADD, lambda: axioms.rate_row(
+            f, finding, axioms.DETECTED_AFTER_ADD, own.detects(without["add"]),
+            f"do(i, beta={run.beta:.3g}) on images without the finding; higher is better")))
+        rows.append(row_with(axioms.DETECTED_IN_REAL_WITH, lambda: axioms.rate_row(
+            f, finding, axioms.DETECTED_IN_REAL_WITH, own.detects(with_["original"]),
+            "classifier sensitivity on real images")))
+        rows.append(row_with(axioms.DETECTED_IN_RECONSTRUCTIONS_WITH, lambda: axioms.rate_row(
+            f, finding, axioms.DETECTED_IN_RECONSTRUCTIONS_WITH, own.detects(with_["reconstruction"]),
+            "baseline for 'remove'")))
+        rows.append(row_with(axioms.DETECTED_AFTER_REMOVE, lambda: axioms.rate_row(
+            f, finding, axioms.DETECTED_AFTER_REMOVE, own.detects(with_["remove"]),
+            "do(i, 0) on images with the finding; lower is better")))
+        rows.append(row_without(axioms.ADD_TEST, lambda: axioms.paired_change_row(
+            f, finding, axioms.ADD_TEST, own.detects(without["reconstruction"]), own.detects(without["add"]), True)))
+        rows.append(row_with(axioms.REMOVE_TEST, lambda: axioms.paired_change_row(
+            f, finding, axioms.REMOVE_TEST, own.detects(with_["reconstruction"]), own.detects(with_["remove"]),
+            False)))
         for other, classifier in classifiers.items():
             if other == finding:
                 continue
@@ -232,19 +258,24 @@ def measure_feature(run: FeatureRun, classifiers: dict[str, axioms.FindingClassi
                                axioms.image_distance(with_["no_delta"], with_["reconstruction"])])
     rows.append(axioms.mean_row(f, finding, "composability without delta: |image of decode(h) - reconstruction|",
                                 no_delta, "what the null intervention would change if delta were dropped"))
-    rows.append(axioms.mean_row(f, finding, axioms.EFFECT_SIZE,
-                                axioms.image_distance(without["add"], without["reconstruction"]),
-                                "how much 'add' changes the image (scale for reversibility)"))
-    rows.append(axioms.mean_row(f, finding, axioms.CYCLE_DISTANCE,
-                                axioms.image_distance(without["cycle"], without["reconstruction"]), "0 is perfect"))
-    rows.append(axioms.mean_row(f, finding, "reversibility (token): ||z_cycle - z|| / ||z_add - z||",
-                                run.token_return, "share of the token change the cycle leaves; 0 when the SAE "
-                                "reads back beta"))
-    rows.append(axioms.mean_row(f, finding, "effect size: |remove - reconstruction|",
-                                axioms.image_distance(with_["remove"], with_["reconstruction"]),
-                                "how much 'remove' changes the image"))
+    rows.append(row_without(axioms.EFFECT_SIZE, lambda: axioms.mean_row(
+        f, finding, axioms.EFFECT_SIZE, axioms.image_distance(without["add"], without["reconstruction"]),
+        "how much 'add' changes the image (scale for reversibility)")))
+    rows.append(row_without(axioms.CYCLE_DISTANCE, lambda: axioms.mean_row(
+        f, finding, axioms.CYCLE_DISTANCE, axioms.image_distance(without["cycle"], without["reconstruction"]),
+        "0 is perfect")))
+    token_cycle = "reversibility (token): ||z_cycle - z|| / ||z_add - z||"
+    rows.append(row_without(token_cycle, lambda: axioms.mean_row(
+        f, finding, token_cycle, run.token_return,
+        "share of the token change the cycle leaves; 0 when the SAE reads back beta")))
+    remove_effect = "effect size: |remove - reconstruction|"
+    rows.append(row_with(remove_effect, lambda: axioms.mean_row(
+        f, finding, remove_effect, axioms.image_distance(with_["remove"], with_["reconstruction"]),
+        "how much 'remove' changes the image")))
     if masks is None:
         rows.append(na_row(f, finding, "segmentation IoU", "no planted masks (MIMIC-CXR)"))
+    elif not has_with:
+        rows.append(na_row(f, finding, axioms.SEGMENTATION_IOU, NO_IMAGE_WITH))
     else:
         difference = axioms.difference_map(with_["remove"], with_["reconstruction"])
         iou = axioms.intersection_over_union(axioms.segment(difference, threshold), masks)

@@ -12,7 +12,8 @@ scoring
 tables
     :func:`table1`, :func:`table2` with 95 % bootstrap intervals over studies,
     :func:`paired_differences`, and the book's views (:func:`table1_view`,
-    :func:`table2_view`).
+    :func:`table2_view`, and ours beside the paper's: :func:`table1_side_by_side`,
+    :func:`paper_other_systems`, :func:`table2_side_by_side`).
 checks
     pycocoevalcap run directly on the same texts; labeler agreement.
 appendix_g
@@ -39,8 +40,8 @@ from saerad.evaluation.scoring import (CachedLabeler, Measure, ScoringSet, Syste
                                        radfact_client, rger_scorer, rule_labeler, score_system, scoring_sets,
                                        system_label)
 from saerad.evaluation.tables import (cell_text, direction_against_paper, method_family, na_reasons,
-                                      paired_differences, sae_sweep_pattern, table1, table1_view, table2,
-                                      table2_view)
+                                      paired_differences, paper_other_systems, sae_sweep_pattern, table1,
+                                      table1_side_by_side, table1_view, table2, table2_side_by_side, table2_view)
 
 __all__ = [
     "CHEXPERT_KEYS", "CONFIG_LABELS", "NN_LABEL", "NOT_MEASURED", "ORACLE_METHOD", "TABLE1_METRICS",
@@ -48,6 +49,6 @@ __all__ = [
     "direct_pycocoevalcap", "direction_against_paper", "judge_against_oracle", "judged_sentences",
     "labeler_agreement", "Measure", "method_family", "na_reasons", "paired_differences", "paper_table1",
     "paper_table2", "pycocoevalcap_check", "radfact_client", "rger_scorer", "rule_labeler", "sae_sweep_pattern",
-    "score_system", "scoring_sets", "ScoringSet", "system_label", "SystemScores", "table1", "table1_view", "table2",
-    "table2_view",
+    "score_system", "scoring_sets", "ScoringSet", "system_label", "SystemScores", "table1", "table1_side_by_side",
+    "table1_view", "table2", "table2_side_by_side", "table2_view", "paper_other_systems",
 ]

@@ -274,3 +274,116 @@ def sae_sweep_pattern(table2: pd.DataFrame, labels_by_sae: Mapping[str, str], me
         middle_best = max(sparse, key=f1.get) in inner
     dense_worse = {sae: f1[f"{sae}_dense"] < f1[sae] for sae in sparse if f"{sae}_dense" in f1}
     return {"f1": f1, "best": max(f1, key=f1.get), "middle_best": middle_best, "dense_worse": dense_worse}
+
+
+#: Paper systems of Table 1 that have no counterpart measured here (quoted beside ours in their own table).
+PAPER_ONLY_SYSTEMS = ("CheXagent", "MAIRA-1", "MAIRA-2")
+
+
+def _short_system(label: str) -> str:
+    return "nearest neighbour" if label == NN_LABEL else label
+
+
+def table1_side_by_side(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """Table 1 with each of our systems' column followed by the paper's value for the same system.
+
+    Rows are (metric, method family) as in :func:`table1_view`, so a number measured with our rule labeler
+    never shares a row with the paper's CheXbert number: where the paper used another method, its value sits
+    on that method's row, next to our "n/a" or "—". Columns: ``metric``, ``method``, then per measured
+    system its text (value and 95 % interval, or "n/a") and, after the last SAE-Rad configuration and after
+    the baseline, the paper's SAE-Rad and baseline values (floats, NaN where the paper has none). The
+    paper's other systems are in :func:`paper_other_systems`.
+    """
+    measured = table[table["source"] != "paper"]
+    paper = table[table["source"] == "paper"]
+    ours = list(dict.fromkeys(measured["system"]))
+    sae_systems = [s for s in ours if s != NN_LABEL]
+    columns: list[tuple[str, str]] = [("ours", s) for s in sae_systems] + [("paper", PAPER_SAE_RAD)]
+    if NN_LABEL in ours:
+        columns += [("ours", NN_LABEL), ("paper", NN_LABEL)]
+    cells: dict[tuple, dict] = {}
+    for record in measured.to_dict("records"):
+        cells.setdefault((record["metric"], method_family(record["method"])), {})[("ours", record["system"])] = \
+            cell_text(record, digits)
+    for record in paper.to_dict("records"):
+        if record["system"] in (PAPER_SAE_RAD, NN_LABEL):
+            cells.setdefault((record["metric"], method_family(record["method"])), {})[("paper", record["system"])] = \
+                float(record["value"])
+    metric_order = {m: k for k, m in enumerate(TABLE1_METRICS)}
+    rows = sorted(cells, key=lambda r: (metric_order.get(r[0], len(metric_order)), list(cells).index(r)))
+    names = {column: (_short_system(column[1]) if column[0] == "ours" else
+                      ("SAE-Rad (paper)" if column[1] == PAPER_SAE_RAD else "nearest neighbour (paper)"))
+             for column in columns}
+    records = []
+    for row in rows:
+        record = {"metric": row[0], "method": row[1]}
+        for column in columns:
+            value = cells[row].get(column)
+            record[names[column]] = (float("nan") if value is None else value) if column[0] == "paper" else (value or "")
+        records.append(record)
+    return pd.DataFrame(records, columns=["metric", "method", *names.values()])
+
+
+def paper_other_systems(table: pd.DataFrame, systems: Sequence[str] = PAPER_ONLY_SYSTEMS) -> pd.DataFrame:
+    """The paper's Table 1 values of SAE-Rad and the systems not measured here, one row per metric."""
+    paper = table[table["source"] == "paper"]
+    wanted = [PAPER_SAE_RAD, *systems]
+    wide = paper[paper["system"].isin(wanted)].pivot_table(index=["metric", "method"], columns="system",
+                                                           values="value", aggfunc="first", sort=False)
+    wide = wide[[s for s in wanted if s in wide.columns]].reset_index()
+    order = {m: k for k, m in enumerate(TABLE1_METRICS)}
+    wide = wide.sort_values("metric", key=lambda column: column.map(order), kind="stable").reset_index(drop=True)
+    return wide.rename(columns={PAPER_SAE_RAD: "SAE-Rad"})
+
+
+def _sweep_role(name: str) -> tuple[bool, int]:
+    """(dense, expansion factor) of a sweep SAE folder name such as ``x8`` or ``x8_dense``."""
+    dense = name.endswith("_dense")
+    return dense, int(name.removesuffix("_dense").strip("x"))
+
+
+def table2_side_by_side(table: pd.DataFrame, labels_by_sae: Mapping[str, str], method: str,
+                        main_label: str | None = None) -> pd.DataFrame:
+    """Table 2 with our SAE sweep next to the paper's rows of the same role.
+
+    Our sweep's sparse SAEs, smallest to largest, stand beside the paper's ×32, ×64 and ×128 (and the
+    dense ones beside the paper's dense ones); then the main SAE beside the paper's ×64; then the
+    auxiliary-text rows (ours n/a unless a language model wrote reports). Returns ``ours, paper,
+    precision, paper_precision, recall, paper_recall, F1, paper_F1`` (our values from ``method``, in %) and
+    ``ours_F1_ci`` (the interval of our F1).
+    """
+    paper = table[table["source"] == "paper"].pivot_table(index="system", columns="metric", values="value",
+                                                          aggfunc="first")
+    ours = table[(table["source"] == "measured") & (table["method"] == method)]
+    ours_values = ours.pivot_table(index="system", columns="metric", values="value", aggfunc="first")
+    ours_ci = ours[ours["metric"] == "RadFact F1"].set_index("system")[["ci_low", "ci_high"]]
+    paper_sizes = ("x32", "x64", "x128")
+    pairs: list[tuple[str | None, str, str | None]] = []  # (our label, our name, paper system)
+    for dense in (False, True):
+        names = sorted((n for n in labels_by_sae if _sweep_role(n)[0] == dense), key=lambda n: _sweep_role(n)[1])
+        for position, name in enumerate(names):
+            paper_size = paper_sizes[round(position * (len(paper_sizes) - 1) / max(len(names) - 1, 1))] \
+                if len(names) > 1 else "x64"
+            pairs.append((labels_by_sae[name], name.replace("_", " "),
+                          f"SAE-Rad {paper_size}{' dense' if dense else ''}"))
+    if main_label is not None:
+        pairs.append((main_label, "main SAE", "SAE-Rad x64"))
+    for config, paper_system in (("with indication", "SAE-Rad x64 /w inds (row 8)"),
+                                 ("with indication + prior reports", "SAE-Rad x64 /w inds + prev. reps")):
+        label = next((s for s in dict.fromkeys(table["system"]) if s.endswith(f"{config})")), None)
+        pairs.append((label, config, paper_system))
+    records = []
+    for label, name, paper_system in pairs:
+        record = {"ours": name, "paper": paper_system.removeprefix("SAE-Rad ")}
+        for metric, column in zip(TABLE2_METRICS, ("precision", "recall", "F1")):
+            value = ours_values.loc[label, metric] if label in ours_values.index and metric in ours_values.columns \
+                else float("nan")
+            record[column] = float(value)
+            record[f"paper_{column}"] = float(paper.loc[paper_system, metric]) if paper_system in paper.index \
+                else float("nan")
+        low, high = (ours_ci.loc[label] if label in ours_ci.index else (float("nan"), float("nan")))
+        record["ours_F1_ci"] = (f"[{float(low):.1f}, {float(high):.1f}]" if np.isfinite(float(low)) else "")
+        record["measured"] = label is not None and label in ours_values.index
+        records.append(record)
+    return pd.DataFrame(records, columns=["ours", "paper", "precision", "paper_precision", "recall", "paper_recall",
+                                          "F1", "paper_F1", "ours_F1_ci", "measured"])

@@ -3,7 +3,8 @@
 On SynthCXR every finding of every image is known, so the question "did the
 SAE learn a feature for pleural effusion?" has a measurable answer: the AUROC
 of that feature's activation as a score for the finding. A finding counts as
-recovered when some single feature reaches AUROC ≥ 0.9 (issue 4's bar).
+recovered when some single feature reaches AUROC ≥ 0.9 (an image with the
+finding outranks one without it nine times in ten; :func:`recovered_fraction`).
 
 The AUROC is the Mann–Whitney statistic with average ranks for ties,
 ``(R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg)``, computed for all

@@ -55,6 +55,16 @@ def key_findings(key: Hashable) -> frozenset:
     return value if kind == "findings" else frozenset()
 
 
+def key_order(key: Hashable) -> tuple:
+    """A sort key for statement keys that is the same in every process.
+
+    ``str()`` of a frozenset lists its items in hash order, and string hashes change with
+    ``PYTHONHASHSEED``: ties broken that way made descriptions differ between runs.
+    """
+    kind, value = key
+    return (kind, tuple(sorted(value)) if kind == "findings" else (value,))
+
+
 @dataclass(frozen=True)
 class ChosenStatement:
     text: str
@@ -109,7 +119,7 @@ class OfflineDescriber:
             lift = (count / len(reports)) / corpus_share
             if count >= self.min_support and lift >= self.min_lift:
                 candidates.append((count * math.log(lift), count, lift, key))
-        candidates.sort(key=lambda item: (-item[0], -item[1], str(item[3])))
+        candidates.sort(key=lambda item: (-item[0], -item[1], key_order(item[3])))
         chosen: list[ChosenStatement] = []
         covered: set = set()
         for _, count, lift, key in candidates:

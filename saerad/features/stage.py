@@ -91,23 +91,45 @@ def describe_live_features(top_reports: dict[int, list[str]], live_features: lis
 
 
 def make_llm_client(role: str, backend: str, model: str, offline_responder, cache_dir: str | Path, profile: str,
-                    acknowledge_restricted_data_use: bool = False, base_url: str = "", max_concurrency: int = 4):
+                    acknowledge_restricted_data_use: bool = False, base_url: str = "", max_concurrency: int = 4,
+                    artifacts_root: str | Path | None = None,
+                    max_consecutive_failures: int | None = None):
     """The :mod:`saerad.llm` client for one role (describer, scorer, composer, RadFact).
 
     ``offline`` answers with ``offline_responder`` (an object with ``name`` and ``respond``).
-    Any other backend sends report text out: in the paper profile that text is MIMIC-CXR's,
-    which its data use agreement protects, so the LLM layer refuses unless acknowledged.
+    Any other backend sends report text out. Whether that text is protected is read from the
+    data (:func:`saerad.mimic.loader.reports_restriction`: MIMIC-CXR is, SynthCXR is not), never
+    from the profile's name, and a remote backend for protected text is refused unless
+    acknowledged. The stages check the same before they start (:mod:`saerad.features.preflight`).
+
+    Parameters
+    ----------
+    cache_dir
+        ``<artifacts_root>/llm_cache`` in the chapters; the client caches under ``<cache_dir>/<role>``.
+    profile
+        The profile's name; not used for the decision above (a copy of a profile under
+        another name protects the same data).
+    artifacts_root
+        Where the data stage's ``data/dataset.json`` is; default: the parent of ``cache_dir``.
+        Without it the text counts as protected.
+    max_consecutive_failures
+        The client's circuit breaker (default :data:`saerad.llm.DEFAULT_MAX_CONSECUTIVE_FAILURES`).
     """
-    from saerad.llm import make_client
+    from saerad.llm import DEFAULT_MAX_CONSECUTIVE_FAILURES, make_client
+    from saerad.mimic.loader import reports_restriction
+    from saerad.paths import project_path
 
     role_cache = Path(cache_dir) / role if cache_dir else None  # None: no cache
+    breaker = {"max_consecutive_failures": max_consecutive_failures or DEFAULT_MAX_CONSECUTIVE_FAILURES}
     if backend == "offline":
         return make_client("offline", model=offline_responder.name, responder=offline_responder.respond,
-                           cache_dir=role_cache)
+                           cache_dir=role_cache, **breaker)
     if backend not in REMOTE_BACKENDS:
         raise ValueError(f"{role}_backend is {backend!r}; expected 'offline' or one of {list(REMOTE_BACKENDS)}")
-    options = {"max_concurrency": max_concurrency, "restricted_text": profile == "paper",
-               "acknowledge_restricted_data_use": acknowledge_restricted_data_use}
+    root = artifacts_root if artifacts_root is not None else (Path(cache_dir).parent if cache_dir else None)
+    restricted = True if root is None else reports_restriction(project_path(root) / "data")[0]
+    options = {"max_concurrency": max_concurrency, "restricted_text": restricted,
+               "acknowledge_restricted_data_use": acknowledge_restricted_data_use, **breaker}
     if base_url:
         options["base_url"] = base_url
     return make_client(backend, model=model or None, cache_dir=role_cache, **options)

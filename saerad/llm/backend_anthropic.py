@@ -6,8 +6,8 @@ import importlib.util
 import os
 
 from .pricing import PAPER_MODEL
-from .retry import classify_sdk_error
-from .types import PermanentError, Prompt, Reply
+from .retry import classify_sdk_error, sdk_timeout
+from .types import LLMConfigurationError, PermanentError, Prompt, Reply
 
 # The paper's model (Claude 3.5 Sonnet, June 2024) in each platform's spelling.
 # It may be retired on a platform; pass model= to choose a current one.
@@ -42,8 +42,15 @@ def build_anthropic_sdk_client(kind: str, *, api_key: str | None = None, base_ur
     """
     import anthropic
 
+    timeout = sdk_timeout(anthropic, timeout)
     if kind == "anthropic":
-        return anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        if client.api_key is None and client.auth_token is None and client.credentials is None:
+            # Without this the SDK raises a bare TypeError on the first request, after all the work before it.
+            raise LLMConfigurationError(
+                "backend 'anthropic' has no API key: set the ANTHROPIC_API_KEY environment variable (or "
+                "ANTHROPIC_AUTH_TOKEN, or an Anthropic credentials profile) before starting. No request has been sent.")
+        return client
     if kind == "bedrock":
         bearer = api_key or os.environ.get("AWS_BEARER_TOKEN_BEDROCK")
         if bearer is None and importlib.util.find_spec("boto3") is None:

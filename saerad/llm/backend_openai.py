@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 
 from .protection import is_loopback_url
-from .retry import classify_sdk_error
-from .types import PermanentError, Prompt, Reply
+from .retry import classify_sdk_error, sdk_timeout
+from .types import LLMConfigurationError, PermanentError, Prompt, Reply
 
 
 class OpenAIBackend:
@@ -49,7 +49,14 @@ class OpenAIBackend:
         if sdk_client is None:
             if api_key is None:
                 api_key = os.environ.get("OPENAI_API_KEY") or ("unused" if is_loopback_url(base_url) else None)
-            sdk_client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+            try:
+                sdk_client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=sdk_timeout(openai, timeout),
+                                           max_retries=0)
+            except openai.OpenAIError as error:  # the SDK found no credentials
+                raise LLMConfigurationError(
+                    f"backend 'openai' at {base_url or 'the OpenAI API'} has no API key: set the OPENAI_API_KEY "
+                    f"environment variable (a local server on 127.0.0.1 needs none). No request has been sent. "
+                    f"({error})") from error
         self.client = sdk_client
 
     def send(self, prompt: Prompt) -> Reply:

@@ -12,7 +12,11 @@ from tqdm import tqdm
 from .cache import ResponseCache, cache_key
 from .pricing import Price, estimate_cost
 from .retry import RetryPolicy, call_with_retry
-from .types import Completion, Prompt, Reply
+from .types import (AUTH_FAILURE, CONNECTION_FAILURE, UNAVAILABLE_KINDS, Completion, LLMUnavailableError, Prompt,
+                    Reply)
+
+#: Consecutive requests that fail for want of a connection or of valid credentials before the client stops.
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 3
 
 
 class _SkippedAfterInterrupt(Exception):
@@ -48,13 +52,28 @@ class LLMClient:
     batch_timeout
         Give up waiting for a batch after this many seconds (its id is kept,
         so a re-run collects it); None waits until it ends.
+    max_consecutive_failures
+        The circuit breaker: after this many requests in a row (each after its
+        retries) fail because no connection could be made or the credentials
+        are missing or rejected, the client stops and raises
+        ``LLMUnavailableError`` instead of failing every remaining prompt the
+        same way. After the first such request, the next ones are not retried
+        for want of a connection, so a dead network stops a run in about the
+        time of one request's retries (with the default retry policy, half a
+        minute when connections are refused; each attempt may add the connect
+        timeout where packets are dropped). Any reply (even an error reply
+        such as HTTP 400) resets the count. Replies received so far stay
+        cached; a re-run resumes from them.
     """
 
     def __init__(self, backend, cache_dir=None, *, max_concurrency: int = 4, retry: RetryPolicy | None = None,
                  price: Price | None = None, use_batches: bool = False, poll_interval: float = 30.0,
-                 batch_size: int = 10_000, batch_timeout: float | None = None):
+                 batch_size: int = 10_000, batch_timeout: float | None = None,
+                 max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency: expected >= 1, got {max_concurrency}")
+        if max_consecutive_failures < 1:
+            raise ValueError(f"max_consecutive_failures: expected >= 1, got {max_consecutive_failures}")
         if use_batches and not getattr(backend, "supports_batches", False):
             raise ValueError(f"use_batches=True: Message Batches are only available on the direct Anthropic API, "
                              f"not on backend {backend.name!r}")
@@ -73,6 +92,10 @@ class LLMClient:
         self._usage = {"requests": 0, "cache_hits": 0, "retries": 0, "errors": 0, "refusals": 0, "batches": 0,
                        "input_tokens": 0, "output_tokens": 0}
         self._cost = 0.0
+        self.max_consecutive_failures = max_consecutive_failures
+        self._consecutive_failures = 0
+        self._stopped = threading.Event()
+        self._stop_reason: tuple[str, str] | None = None  # (kind, error) of the failure that tripped the breaker
 
     @property
     def name(self) -> str:
@@ -98,7 +121,15 @@ class LLMClient:
         each reply is cached as soon as it arrives, so an interrupted run
         resumes where it stopped. Failures come back as Completions with
         ``text=None`` and ``error`` set, and are not cached.
+
+        Raises
+        ------
+        LLMUnavailableError
+            The circuit breaker tripped (see ``max_consecutive_failures``), in
+            this call or an earlier one: the service cannot be reached or
+            refuses the credentials. Replies received before are cached.
         """
+        self._raise_if_stopped(0, None)
         prompts = list(prompts)
         for index, prompt in enumerate(prompts):
             if not isinstance(prompt, Prompt):
@@ -129,7 +160,14 @@ class LLMClient:
                 done.update(self._run_threads(pending, bar, multiplicity))
         finally:
             bar.close()
+        answered = sum(multiplicity[key] for key, completion in done.items() if completion.ok)
+        self._raise_if_stopped(answered, len(prompts))
         return [_with_key(done[key], prompt.key) for key, prompt in zip(keys, prompts)]
+
+    @property
+    def stopped(self) -> bool:
+        """True once the circuit breaker has tripped; every later call raises ``LLMUnavailableError``."""
+        return self._stopped.is_set()
 
     def usage(self) -> dict:
         """Accounting since this client was created.
@@ -183,6 +221,8 @@ class LLMClient:
                 key = futures[future]
                 done[key] = future.result()  # re-raises an interrupt met by a worker
                 bar.update(multiplicity[key])
+                if self._stopped.is_set():
+                    break  # the breaker tripped: what has not started is dropped below
         except BaseException:
             interrupted.set()
             raise
@@ -194,7 +234,7 @@ class LLMClient:
     def _fetch_unless_interrupted(self, key: str, prompt: Prompt, interrupted: threading.Event) -> Completion:
         # A worker that picks up an item after an interrupt (in the main thread or in another worker)
         # must not send it: the pool may hand out a few more items before the main thread sees the interrupt.
-        if interrupted.is_set():
+        if interrupted.is_set() or self._stopped.is_set():
             raise _SkippedAfterInterrupt(key)
         try:
             return self._fetch(key, prompt)
@@ -203,12 +243,53 @@ class LLMClient:
             raise
 
     def _fetch(self, key: str, prompt: Prompt) -> Completion:
-        outcome = call_with_retry(lambda: self._attempt(prompt), self.retry, key)
+        outcome = call_with_retry(lambda: self._attempt(prompt), self.retry, key, stop=self._stopped,
+                                  give_up=self._connection_already_lost)
         with self._lock:
             self._usage["retries"] += outcome.attempts - 1
+        self._count_for_breaker(outcome.kind, outcome.error)
         if outcome.error is not None:
             return self._failure(prompt, outcome.error)
         return self._finish(key, prompt, outcome.value, via="request")
+
+    def _connection_already_lost(self, error) -> bool:
+        # Once a request has used up its retries without a connection, the next ones get one attempt each,
+        # so that a dead network stops the run in about the time of one request's backoff, not N of them.
+        return error.kind == CONNECTION_FAILURE and self._consecutive_failures > 0
+
+    def _count_for_breaker(self, kind: str | None, error: str | None) -> None:
+        """Count a request that could not reach the service (or was refused its credentials); trip at the limit."""
+        if kind == "stopped":
+            return
+        with self._lock:
+            if kind not in UNAVAILABLE_KINDS:
+                self._consecutive_failures = 0  # the service answered
+                return
+            self._consecutive_failures += 1
+            if self._consecutive_failures >= self.max_consecutive_failures and self._stop_reason is None:
+                self._stop_reason = (kind, error)
+                self._stopped.set()
+
+    def _raise_if_stopped(self, answered: int, total: int | None) -> None:
+        if not self._stopped.is_set():
+            return
+        kind, error = self._stop_reason
+        where = f"{self.backend.name} ({self.backend.model})"
+        base_url = getattr(self.backend, "base_url", None)
+        if base_url:
+            where += f" at {base_url}"
+        if kind == AUTH_FAILURE:
+            what = ("the service has no valid credentials for this client: check the API key (ANTHROPIC_API_KEY, "
+                    "OPENAI_API_KEY, or the platform's credentials)")
+        else:
+            what = "no connection could be made: check the network, or that the endpoint (llm_base_url) is up"
+        kept = ("cached in " + str(self.cache.root) if self.cache.root is not None
+                else "kept in memory only (this client has no cache folder)")
+        progress = f"{answered} of {total} prompts of this call were answered; " if total is not None else ""
+        raise LLMUnavailableError(
+            f"stopped sending to {where}: {self.max_consecutive_failures} requests in a row failed ({what}). "
+            f"Last error: {error}. {progress}every answer received so far is {kept}, and a re-run sends only "
+            "the prompts not yet answered.")
 
     def _attempt(self, prompt: Prompt) -> Reply:
         with self._lock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .client import LLMClient
+from .client import DEFAULT_MAX_CONSECUTIVE_FAILURES, LLMClient
 from .pricing import Price, price_for
 from .protection import check_data_protection
 from .retry import RetryPolicy
@@ -30,7 +30,7 @@ def make_client(backend: str, model: str | None = None, cache_dir=None, *, restr
                 base_delay: float = 1.0, max_delay: float = 60.0, retry: RetryPolicy | None = None,
                 price: Price | None = _UNSET, use_batches: bool = False, poll_interval: float = 30.0,
                 batch_size: int = 10_000, batch_timeout: float | None = None, sdk_client=None,
-                **connection) -> LLMClient:
+                max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES, **connection) -> LLMClient:
     """Create an LLM client.
 
     Parameters
@@ -69,6 +69,9 @@ def make_client(backend: str, model: str | None = None, cache_dir=None, *, restr
         Message Batches (direct Anthropic API only).
     sdk_client
         A ready SDK client to use instead of building one.
+    max_consecutive_failures
+        Stop (``LLMUnavailableError``) after this many requests in a row fail
+        for want of a connection or valid credentials (see ``LLMClient``).
     **connection
         Backend connection options: ``api_key``, ``base_url``, ``timeout``
         (all remote backends); Vertex ``region``, ``project_id``,
@@ -79,9 +82,34 @@ def make_client(backend: str, model: str | None = None, cache_dir=None, *, restr
     ------
     DataProtectionError
         Restricted text with a remote backend and no acknowledgement.
+    LLMConfigurationError
+        The direct Anthropic API or an OpenAI endpoint off this machine without an API key.
     ImportError
         Bedrock with AWS credentials but boto3 missing.
     """
+    check_options(backend, connection)
+    base_url = connection.get("base_url")
+    if base_url is None and sdk_client is not None and getattr(sdk_client, "base_url", None) is not None:
+        base_url = str(sdk_client.base_url)
+    # The gate comes before any SDK client exists, so a refusal cannot leak a request.
+    check_data_protection(backend, base_url, restricted_text, acknowledge_restricted_data_use)
+
+    if responder is not None and backend != "offline":
+        raise ValueError(f"make_client({backend!r}): responder= is only for the offline backend")
+    instance = build_backend(backend, model, responder=responder, responder_version=responder_version,
+                             sdk_client=sdk_client, **connection)
+    default_price = Price(0.0, 0.0) if backend == "offline" else price_for(instance.model)
+
+    if retry is None:
+        retry = RetryPolicy(max_attempts=max_attempts, base_delay=base_delay, max_delay=max_delay)
+    return LLMClient(instance, cache_dir, max_concurrency=max_concurrency, retry=retry,
+                     price=default_price if price is _UNSET else price, use_batches=use_batches,
+                     poll_interval=poll_interval, batch_size=batch_size, batch_timeout=batch_timeout,
+                     max_consecutive_failures=max_consecutive_failures)
+
+
+def check_options(backend: str, connection: dict) -> None:
+    """Raise for an unknown backend or a connection option the backend does not take."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     unknown = set(connection) - _CONNECTION_OPTIONS[backend]
@@ -89,31 +117,18 @@ def make_client(backend: str, model: str | None = None, cache_dir=None, *, restr
         allowed = ", ".join(sorted(_CONNECTION_OPTIONS[backend])) or "none"
         raise TypeError(f"make_client({backend!r}): unknown option(s) {', '.join(sorted(unknown))}; "
                         f"connection options for this backend: {allowed}")
-    base_url = connection.get("base_url")
-    if base_url is None and sdk_client is not None and getattr(sdk_client, "base_url", None) is not None:
-        base_url = str(sdk_client.base_url)
-    # The gate comes before any SDK client exists, so a refusal cannot leak a request.
-    check_data_protection(backend, base_url, restricted_text, acknowledge_restricted_data_use)
 
+
+def build_backend(backend: str, model: str | None = None, *, responder: Callable[[Prompt], str] | None = None,
+                  responder_version: str | None = None, sdk_client=None, **connection):
+    """The backend object of ``backend`` (no request is sent; the data-protection gate is the caller's)."""
     if backend == "offline":
         if responder is None:
             raise ValueError("make_client('offline'): pass responder=callable(Prompt) -> str")
         from .backend_offline import OfflineBackend
-        instance = OfflineBackend(model or "offline", responder, responder_version)
-        default_price = Price(0.0, 0.0)
-    elif backend == "openai":
+        return OfflineBackend(model or "offline", responder, responder_version)
+    if backend == "openai":
         from .backend_openai import OpenAIBackend
-        instance = OpenAIBackend(model, sdk_client=sdk_client, **connection)
-        default_price = price_for(model)
-    else:
-        from .backend_anthropic import AnthropicBackend
-        instance = AnthropicBackend(backend, model, sdk_client=sdk_client, **connection)
-        default_price = price_for(instance.model)
-    if responder is not None and backend != "offline":
-        raise ValueError(f"make_client({backend!r}): responder= is only for the offline backend")
-
-    if retry is None:
-        retry = RetryPolicy(max_attempts=max_attempts, base_delay=base_delay, max_delay=max_delay)
-    return LLMClient(instance, cache_dir, max_concurrency=max_concurrency, retry=retry,
-                     price=default_price if price is _UNSET else price, use_batches=use_batches,
-                     poll_interval=poll_interval, batch_size=batch_size, batch_timeout=batch_timeout)
+        return OpenAIBackend(model, sdk_client=sdk_client, **connection)
+    from .backend_anthropic import AnthropicBackend
+    return AnthropicBackend(backend, model, sdk_client=sdk_client, **connection)

@@ -67,7 +67,7 @@ def check_data_protection(backend: str, base_url: str | None, restricted_text: b
         The endpoint, if the caller gave one.
     restricted_text
         True when prompts may contain text under a data use agreement
-        (MIMIC-CXR reports in the paper profile).
+        (MIMIC-CXR reports, whatever the profile is called).
     acknowledge_restricted_data_use
         The caller's explicit statement that the remote provider is covered
         (e.g. zero data retention agreed with the provider).

@@ -9,18 +9,24 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
-from .types import PermanentError, TransientError
+from .types import AUTH_FAILURE, CONNECTION_FAILURE, PermanentError, TransientError
 
 T = TypeVar("T")
 
 # 408 request timeout, 409 conflict (lock contention), 429 rate limit, 5xx
 # server errors including Anthropic's 529 "overloaded".
 RETRY_STATUSES = frozenset({408, 409, 429})
+# 401 missing/invalid key, 403 key without access: every further request would fail the same way.
+AUTH_STATUSES = frozenset({401, 403})
+#: Seconds to wait for a connection (the request itself may take the full timeout): a dead network
+#: should cost seconds per attempt, not minutes.
+CONNECT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -70,15 +76,22 @@ def backoff_delay(policy: RetryPolicy, retry: int, token: str) -> float:
 
 @dataclass
 class RetryOutcome:
-    """Result of ``call_with_retry``: either ``value`` or ``error``, and how many attempts it took."""
+    """Result of ``call_with_retry``: either ``value`` or ``error``, and how many attempts it took.
+
+    ``kind`` is the ``kind`` of the last failure (``types.CONNECTION_FAILURE``, ``types.AUTH_FAILURE``, ...),
+    ``"stopped"`` when ``stop`` was set before the request succeeded, None on success.
+    """
 
     value: object | None
     error: str | None
     attempts: int
+    kind: str | None = None
 
 
-def call_with_retry(send: Callable[[], T], policy: RetryPolicy, token: str) -> RetryOutcome:
-    """Call ``send`` until it succeeds, raises PermanentError, or attempts run out.
+def call_with_retry(send: Callable[[], T], policy: RetryPolicy, token: str,
+                    stop: threading.Event | None = None,
+                    give_up: Callable[[TransientError], bool] | None = None) -> RetryOutcome:
+    """Call ``send`` until it succeeds, raises PermanentError, attempts run out, or ``stop`` is set.
 
     Parameters
     ----------
@@ -88,21 +101,37 @@ def call_with_retry(send: Callable[[], T], policy: RetryPolicy, token: str) -> R
         Retry settings.
     token
         Identifies the request for the jitter (the cache key).
+    stop
+        Set by another thread when the whole run stops (the client's circuit breaker): no
+        further attempt is made, and a backoff wait with the default ``time.sleep`` ends early.
+    give_up
+        Called with each transient failure; True ends the retries at once (the client does so for a
+        connection failure right after another request found no connection).
     """
     for attempt in range(1, policy.max_attempts + 1):
         try:
             return RetryOutcome(send(), None, attempt)
         except PermanentError as error:
-            return RetryOutcome(None, str(error), attempt)
+            return RetryOutcome(None, str(error), attempt, error.kind)
         except TransientError as error:
-            if attempt == policy.max_attempts:
-                return RetryOutcome(None, f"{error} (gave up after {attempt} attempts)", attempt)
+            if attempt == policy.max_attempts or (give_up is not None and give_up(error)):
+                return RetryOutcome(None, f"{error} (gave up after {attempt} attempts)", attempt, error.kind)
             if error.retry_after is not None:
                 delay = min(max(error.retry_after, 0.0), policy.max_retry_after)
             else:
                 delay = backoff_delay(policy, attempt, token)
-            policy.sleep(delay)
+            if stop is not None and policy.sleep is time.sleep:
+                stop.wait(delay)
+            else:
+                policy.sleep(delay)
+            if stop is not None and stop.is_set():
+                return RetryOutcome(None, f"{error} (not retried: the client stopped)", attempt, "stopped")
     raise AssertionError("unreachable")
+
+
+def sdk_timeout(sdk, timeout: float):
+    """The SDK's ``Timeout``: ``timeout`` seconds for the request, at most :data:`CONNECT_TIMEOUT_S` to connect."""
+    return sdk.Timeout(timeout, connect=min(float(timeout), CONNECT_TIMEOUT_S))
 
 
 def parse_retry_after(headers) -> float | None:
@@ -153,15 +182,37 @@ def classify_sdk_error(error: Exception, sdk) -> Exception:
         message = _status_message(error)
         if status in RETRY_STATUSES or status >= 500:
             return TransientError(f"HTTP {status}: {message}", parse_retry_after(error.response.headers))
+        if status in AUTH_STATUSES:
+            return PermanentError(f"HTTP {status}: {message} (the service rejected the credentials)", AUTH_FAILURE)
         return PermanentError(f"HTTP {status}: {message}")
     if isinstance(error, sdk.APIConnectionError):  # includes timeouts
-        return TransientError(f"connection error: {error}")
+        return TransientError(f"connection error: {_connection_detail(error)}", kind=CONNECTION_FAILURE)
     if isinstance(error, json.JSONDecodeError):
         return PermanentError(f"malformed reply: body is not valid JSON ({error})")
+    if is_missing_credentials(error):
+        return PermanentError(f"no credentials: {error}", AUTH_FAILURE)
     base = getattr(sdk, "AnthropicError", None) or getattr(sdk, "OpenAIError")
     if isinstance(error, base):
         return PermanentError(f"{type(error).__name__}: {error}")
     return error
+
+
+def is_missing_credentials(error: Exception) -> bool:
+    """Whether ``error`` is an SDK's way of saying it has no credentials to send.
+
+    The anthropic SDK raises a bare TypeError ("Could not resolve authentication method") at
+    request time; Google's and AWS's auth libraries raise ``DefaultCredentialsError`` /
+    ``NoCredentialsError`` (matched by name, so neither library needs to be installed).
+    """
+    if isinstance(error, TypeError) and "authentication method" in str(error):
+        return True
+    return any("Credentials" in cls.__name__ and "Error" in cls.__name__ for cls in type(error).__mro__)
+
+
+def _connection_detail(error: Exception) -> str:
+    # The SDK's message is a bare "Connection error."; the cause says refused / timed out / unknown host.
+    cause = error.__cause__ or error.__context__
+    return f"{error} ({cause})" if cause is not None and str(cause) else str(error)
 
 
 def _status_message(error) -> str:

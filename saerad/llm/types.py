@@ -99,6 +99,13 @@ class BackendError(Exception):
     """Base class for failures a backend reports in a backend-neutral way."""
 
 
+#: ``kind`` of a failure that says the service cannot be used at all, whatever the prompt: no connection, or
+#: credentials missing or rejected. A run of them stops the client (see ``LLMClient``'s circuit breaker).
+CONNECTION_FAILURE = "connection"
+AUTH_FAILURE = "auth"
+UNAVAILABLE_KINDS = (CONNECTION_FAILURE, AUTH_FAILURE)
+
+
 class TransientError(BackendError):
     """A failure worth retrying (rate limit, overload, 5xx, connection error).
 
@@ -108,12 +115,39 @@ class TransientError(BackendError):
         What happened.
     retry_after
         Seconds the service asked us to wait (``retry-after`` header), if any.
+    kind
+        :data:`CONNECTION_FAILURE` when no connection could be made, else ``"service"``.
     """
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    def __init__(self, message: str, retry_after: float | None = None, kind: str = "service"):
         super().__init__(message)
         self.retry_after = retry_after
+        self.kind = kind
 
 
 class PermanentError(BackendError):
-    """A failure that retrying will not fix (400/401/403/404, malformed reply, ...)."""
+    """A failure that retrying will not fix (400/401/403/404, malformed reply, ...).
+
+    Parameters
+    ----------
+    message
+        What happened.
+    kind
+        :data:`AUTH_FAILURE` for missing or rejected credentials (401/403), else ``"request"``.
+    """
+
+    def __init__(self, message: str, kind: str = "request"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class LLMUnavailableError(RuntimeError):
+    """The service cannot be used (no connection, credentials missing or rejected).
+
+    Raised instead of recording the same failure for every remaining prompt; replies
+    received before it are cached, so a re-run resumes from them.
+    """
+
+
+class LLMConfigurationError(LLMUnavailableError):
+    """Found before any prompt is sent: credentials missing, or the endpoint does not answer."""

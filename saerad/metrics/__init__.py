@@ -21,6 +21,9 @@ radfact
     precision/recall) through :mod:`saerad.llm`, with offline responders.
 oracle
     The exact RadFact of SynthCXR, where every sentence's facts are known.
+planted
+    A sentence against SynthCXR's planted findings by finding, side and size
+    (``sentence_marks``, ``finding_f1_by_side_and_size``).
 bootstrap
     Percentile confidence intervals over studies and paired differences.
 

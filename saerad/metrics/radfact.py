@@ -528,17 +528,17 @@ OFFLINE_JUDGES = ("findings", "word_overlap")
 
 
 def offline_radfact_responder(findings_of: Callable[[str], set] | None = None,
-                              judge: str = "findings") -> Callable[[Prompt], str]:
+                              judge: str = "findings", threshold: float = 0.6) -> Callable[[Prompt], str]:
     """One responder answering both RadFact prompt kinds offline.
 
     Phrases are the report's sentences; entailment is decided by
     :class:`FindingsEntailmentJudge` (``judge="findings"``, the default) or
-    :class:`WordOverlapEntailmentJudge` (``"word_overlap"``).
+    :class:`WordOverlapEntailmentJudge` (``"word_overlap"``, with its word-overlap ``threshold``).
     """
     if judge not in OFFLINE_JUDGES:
         raise ValueError(f"offline RadFact judge must be one of {OFFLINE_JUDGES}, got {judge!r}")
     if judge == "word_overlap":
-        entail = WordOverlapEntailmentJudge()
+        entail = WordOverlapEntailmentJudge(threshold)
         version = f"{OFFLINE_MODEL}:word_overlap:{entail.threshold}"
     else:
         entail = FindingsEntailmentJudge(findings_of)
@@ -558,9 +558,12 @@ def offline_radfact_responder(findings_of: Callable[[str], set] | None = None,
 
 
 def make_offline_radfact_client(cache_dir=None, findings_of: Callable[[str], set] | None = None,
-                                judge: str = "findings", **options):
-    """An offline :mod:`saerad.llm` client answering RadFact prompts with one of the judges above."""
+                                judge: str = "findings", threshold: float = 0.6, **options):
+    """An offline :mod:`saerad.llm` client answering RadFact prompts with one of the judges above.
+
+    ``threshold`` is the word-overlap judge's (ignored by the findings judge).
+    """
     from saerad.llm import make_client
 
     return make_client("offline", model=OFFLINE_MODEL, cache_dir=cache_dir,
-                       responder=offline_radfact_responder(findings_of, judge=judge), **options)
+                       responder=offline_radfact_responder(findings_of, judge=judge, threshold=threshold), **options)

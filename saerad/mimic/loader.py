@@ -30,7 +30,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from saerad.io import write_json, write_table
+from saerad.io import read_json, write_json, write_table
 from saerad.mimic.sections import clean_text, extract_findings, extract_indication, split_sections
 
 METADATA_FILE = "mimic-cxr-2.0.0-metadata.csv.gz"
@@ -43,6 +43,12 @@ CHEXPERT_OBSERVATIONS = (
     "Pleural Other", "Pneumonia", "Pneumothorax", "Support Devices",
 )
 FRONTAL_VIEWS = ("AP", "PA")
+
+#: Written by the SynthCXR generator at the root of every world it makes: the one mark of a dataset whose
+#: reports are not under a data use agreement. Any other dataset the loader reads is treated as MIMIC-CXR.
+SYNTHCXR_MARKER = "synthcxr-config.json"
+#: Key of ``dataset.json`` (written by :meth:`LoadedDataset.save`) that later stages read the mark from.
+RESTRICTED_KEY = "restricted_text"
 
 _REQUIRED_COLUMNS = {
     METADATA_FILE: ("dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"),
@@ -86,6 +92,11 @@ class LoadedDataset:
     dropped
         One row per dropped image (``level == "image"``) or study
         (``level == "study"``) with its ``reason``.
+    restricted_text
+        True when the reports are under a data use agreement (MIMIC-CXR, whose
+        text must not go to an online service that may keep it): every
+        dataset except a SynthCXR world. Written to ``dataset.json`` so that
+        the stages that call a language model can check it.
     """
 
     root: Path
@@ -95,6 +106,7 @@ class LoadedDataset:
     priors: pd.DataFrame
     dropped: pd.DataFrame
     options: dict = field(default_factory=dict)
+    restricted_text: bool = True
 
     def drop_table(self) -> pd.DataFrame:
         """Counts of dropped images and studies by reason (zero rows kept)."""
@@ -146,7 +158,38 @@ class LoadedDataset:
         write_table(out_dir / "label_prevalence.csv", self.label_prevalence())
         write_json(out_dir / "dataset.json", {
             "root": str(self.root), "reports_root": str(self.reports_root), **self.options,
+            "dataset": "MIMIC-CXR" if self.restricted_text else "SynthCXR", RESTRICTED_KEY: self.restricted_text,
         })
+
+
+def is_synthcxr_root(root: str | Path) -> bool:
+    """Whether ``root`` is a SynthCXR world (its generator's marker file is there)."""
+    return (Path(root) / SYNTHCXR_MARKER).is_file()
+
+
+def reports_restriction(data_dir: str | Path) -> tuple[bool, str]:
+    """Whether the reports the data stage kept are restricted text, and why, from its ``dataset.json``.
+
+    Fail-safe: without the data stage's record the reports count as restricted. A record
+    written before the mark existed is judged by its dataset root, as the loader would.
+
+    Returns
+    -------
+    (restricted, why)
+        ``why`` names the file and what it says, for messages.
+    """
+    path = Path(data_dir) / "dataset.json"
+    if not path.is_file():
+        return True, f"{path} is missing, so where the reports come from is unknown (treated as MIMIC-CXR)"
+    record = read_json(path)
+    if RESTRICTED_KEY in record:
+        restricted = bool(record[RESTRICTED_KEY])
+        return restricted, f"{path} says {RESTRICTED_KEY}={str(restricted).lower()} ({record.get('dataset', '?')})"
+    from saerad.paths import project_path  # a relative root is relative to the repository, as the chapters run
+
+    restricted = not record.get("root") or not is_synthcxr_root(project_path(record["root"]))
+    return restricted, (f"{path}: dataset root {record.get('root')!r} "
+                        + ("is not a SynthCXR world (treated as MIMIC-CXR)" if restricted else "is a SynthCXR world"))
 
 
 def read_dataset_tables(out_dir: str | Path) -> dict[str, pd.DataFrame]:
@@ -350,6 +393,7 @@ def load_dataset(
     return LoadedDataset(
         root=root, reports_root=reports_root, images=images, studies=studies, priors=priors, dropped=dropped_table,
         options={"verify_images": verify_images, "use_last_paragraph": use_last_paragraph, "max_priors": max_priors},
+        restricted_text=not is_synthcxr_root(root),
     )
 
 

@@ -522,6 +522,8 @@ def error_type_figure(data: pd.DataFrame, by_reader: bool = False, systems: Sequ
     """
     import matplotlib.pyplot as plt
 
+    from saerad.plots import TEXT_WIDTH_INCHES
+
     table = category_severity_table(data, by_reader=by_reader)
     rank = {FOCUS: 0, ALL: 2}
     columns = sorted(dict.fromkeys(table["system"]), key=lambda s: rank.get(s, 1))
@@ -530,9 +532,11 @@ def error_type_figure(data: pd.DataFrame, by_reader: bool = False, systems: Sequ
     readers = list(dict.fromkeys(table["reader"]))
     levels = [lv for lv in _SEVERITY_LEVELS if lv in set(table["significance"])]
     colours = {"none": "#8da0cb", "minor": "#fdb863", "significant": "#d7301f", "unrated": "#bbbbbb"}
-    figure, axes = plt.subplots(len(readers), len(columns), figsize=(3.2 * len(columns) + 1.2, 3.3 * len(readers)),
+    # At most the book's text width, so the 9-point labels are not shrunk on the page.
+    width = min(TEXT_WIDTH_INCHES, 2.3 * len(columns) + 0.7)
+    figure, axes = plt.subplots(len(readers), len(columns), figsize=(width, 3.0 * len(readers) + 0.5),
                                 sharey=True, squeeze=False)
-    width = 0.8 / len(levels)
+    bar_width = 0.8 / max(len(levels), 1)
     x = np.arange(len(CATEGORIES))
     for row, reader in enumerate(readers):
         for column, system in enumerate(columns):
@@ -541,12 +545,15 @@ def error_type_figure(data: pd.DataFrame, by_reader: bool = False, systems: Sequ
             for k, level in enumerate(levels):
                 values = [block[(block["category"] == c) & (block["significance"] == level)]["count"].sum()
                           for c in CATEGORIES]
-                axis.bar(x + (k - (len(levels) - 1) / 2) * width, values, width, label=level, color=colours[level])
-            axis.set_title(SYSTEM_LABELS.get(system, system) + (f" ({reader})" if by_reader else ""))
-            axis.set_xticks(x, list(CATEGORIES), rotation=35, ha="right", fontsize=8)
-        axes[row][0].set_ylabel("error-category labels")
+                axis.bar(x + (k - (len(levels) - 1) / 2) * bar_width, values, bar_width, label=level,
+                         color=colours[level])
+            label = SYSTEM_LABELS.get(system, system).replace("Baseline (nearest neighbour)", "Nearest neighbour")
+            axis.set_title(label + (f" ({reader})" if by_reader else ""), fontsize=10)
+            axis.set_xticks(x, list(CATEGORIES), rotation=40, ha="right", fontsize=9)
+            axis.tick_params(axis="y", labelsize=9)
+        axes[row][0].set_ylabel("error-category labels", fontsize=9)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.suptitle("Error types by clinical significance (cf. Figure 20)", fontsize=10)
-    figure.tight_layout(rect=(0, 0, 1 - 1.1 / figure.get_figwidth(), 1))
-    figure.legend(handles, labels, title="clinical impact", fontsize=8, title_fontsize=8, loc="center right")
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.6 / figure.get_figheight()))
+    figure.legend(handles, labels, title="clinical impact", fontsize=9, title_fontsize=9, loc="upper center",
+                  ncol=max(len(levels), 1), frameon=False, bbox_to_anchor=(0.5, 1.0))
     return figure

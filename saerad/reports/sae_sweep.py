@@ -55,7 +55,7 @@ SUMMARY_COLUMNS = ("sae", "architecture", "expansion_factor", "d_sae", "images",
 
 
 def stage_settings(artifacts_root: str | Path, stage: str) -> dict:
-    """The parameters a chapter ran with: its notebook's defaults, overridden by its ``stage.json`` record.
+    """The parameters a chapter ran with: :func:`saerad.params.stage_parameters` (defaults, then the record).
 
     Parameters
     ----------
@@ -64,16 +64,11 @@ def stage_settings(artifacts_root: str | Path, stage: str) -> dict:
     stage
         ``"features"`` or ``"reports"``.
     """
-    from saerad.params import notebook_parameters
+    from saerad.params import stage_parameters
 
     if stage not in STAGE_NOTEBOOKS:
         raise ValueError(f"stage must be one of {sorted(STAGE_NOTEBOOKS)}, got {stage!r}")
-    notebook = REPO_ROOT / "notebooks" / STAGE_NOTEBOOKS[stage]
-    values = {name: parameter.default for name, parameter in notebook_parameters(notebook).items()}
-    recorded = Path(artifacts_root) / stage / "stage.json"
-    if recorded.exists():
-        values.update(read_json(recorded).get("parameters", {}))
-    return values
+    return stage_parameters(artifacts_root, stage)
 
 
 def available_saes(artifacts_root: str | Path) -> list[str]:

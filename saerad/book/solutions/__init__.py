@@ -185,7 +185,9 @@ def glue_solution(exercise: str, artifacts_root: str | Path, profile: str,
                 f"match. Run `make solutions` to refresh them.")
     else:
         line = f"Not run yet for the {profile} profile: `make solutions` computes it ({changed})."
-    glue(f"sol-{exercise}-status", line, display=False)
+    from IPython.display import Markdown
+
+    glue(f"sol-{exercise}-status", Markdown(line), display=False)  # the chapters place it with {glue:md}
     values = record["values"] if record else {}
     for key in entry.keys:
         value = values.get(key)
