@@ -171,4 +171,4 @@ def _built_book_renders_in_chromium(tmp_path):
     if find_chromium() is None:
         pytest.skip("no system chromium on PATH (`make browser` installs it): the book built, not rendered")
     table = check_book(root / "_build" / "html", chapter_pages(root / "_toc.yml"))
-    assert len(table) == 9 and table["passed"].all(), table.to_string()
+    assert len(table) == 10 and table["passed"].all(), table.to_string()

@@ -13,12 +13,20 @@ from saerad.scorecard.verdicts import (NOT_REPRODUCED, PARTLY, REPRODUCED, Outco
                                        significance_rule, threshold_rule)
 
 SIMULATED_SOURCE = "simulated reader (SynthCXR truth)"
+READER_EXPORT_SOURCE = "reader export"
 #: The systems the simulated readers compare SAE-Rad with (the demo has no CheXagent).
 COMPARATOR = "nearest_neighbour"
 #: "Almost half": a rate ratio at most this is reproduced; below 1 (fewer, not half) is partly.
 HALF_RATE_RATIOS = (paper_claims.SIGNIFICANT_ERROR_RATE_RATIO + 0.1, 0.999)
 _IMPACT_OUTCOMES = (("clinical impact (minor or significant)", "errors with clinical impact"),
                     ("significant", "significant errors"))
+#: A simulated reader edits only sentences that contradict the planted findings and grades each by its finding,
+#: so nearly every edit it makes has clinical impact: its rates are compared per sentence of the report, not per
+#: edited sentence (where both systems would sit near 100 %).
+SIMULATED_DENOMINATOR = "all sentences"
+_STYLE_EDITS = ("real readers' exports (reader_study.exports_dir): the simulated readers edit only sentences that "
+                "contradict the planted findings and grade each by its finding, so the edits without clinical "
+                "impact that make the paper's majority (style, wording) cannot occur")
 _NO_SIMULATION = ("simulated readers, which need SynthCXR's planted findings and sentence facts (or real readers' "
                   "exports, whose tests the chapter shows but does not save)")
 
@@ -80,36 +88,37 @@ def _fewer_edits(artifacts: Artifacts) -> Outcome:
                    f"fewer, one-sided p = {paper['p_one_sided']:.2g}")
 
 
-def _impact_tests(table: pd.DataFrame, comparator: str) -> Outcome:
+def _impact_tests(table: pd.DataFrame, comparator: str, denominator: str) -> Outcome:
     verdicts, parts, reasons = [], [], []
     for outcome, words in _IMPACT_OUTCOMES:
-        row = _fisher_row(table, outcome, "edited sentences", comparator)
+        row = _fisher_row(table, outcome, denominator, comparator)
         if (untestable := _untestable_counts(row)) is not None:
             return untestable
         verdict, reason = significance_rule(row["focus_rate"], row["comparator_rate"], row["p_one_sided"],
                                     says_significantly=True)
         verdicts.append(verdict)
-        parts.append(f"{words} {_rates(row)}")
+        parts.append(f"{words} per {denominator[:-1]} {_rates(row)}")
         reasons.append(f"{words}: {reason}")
     return Outcome("; ".join(parts), combine(verdicts), "; ".join(reasons) + " (Fisher's exact test, one-sided)")
 
 
 def _significant_paper_counts(artifacts: Artifacts) -> Outcome:
-    return _impact_tests(artifacts.csv("reader_study", "paper_fisher.csv"), "others pooled")
+    # Per edited sentence, as the paper prints its rates.
+    return _impact_tests(artifacts.csv("reader_study", "paper_fisher.csv"), "others pooled", "edited sentences")
 
 
 def _significant_simulated(artifacts: Artifacts) -> Outcome:
     fisher = _simulated_fisher(artifacts)
     if fisher is None:
         return not_testable(_NO_SIMULATION)
-    return _impact_tests(fisher, COMPARATOR)
+    return _impact_tests(fisher, COMPARATOR, SIMULATED_DENOMINATOR)
 
 
 def _half_rate(artifacts: Artifacts) -> Outcome:
     fisher = _simulated_fisher(artifacts)
     if fisher is None:
         return not_testable(_NO_SIMULATION)
-    row = _fisher_row(fisher, "significant", "edited sentences", COMPARATOR)
+    row = _fisher_row(fisher, "significant", SIMULATED_DENOMINATOR, COMPARATOR)
     if (untestable := _untestable_counts(row)) is not None:
         return untestable
     if not row["comparator_rate"] > 0:
@@ -121,23 +130,26 @@ def _half_rate(artifacts: Artifacts) -> Outcome:
 
 
 def _mostly_no_impact(artifacts: Artifacts) -> Outcome:
+    """Real readers only (see ``_STYLE_EDITS``); each reader's share of edits without impact, combined."""
     artifacts.stage_record("reader_study")
     summary = artifacts.csv("reader_study", "summary.csv", ("source", "reader", "system", "measure", "value",
                                                              "ci_low", "ci_high", "count", "total"))
-    rows = summary[(summary["source"] == SIMULATED_SOURCE) & (summary["reader"] == _exact_reader(artifacts))
-                   & (summary["system"] == "all") & (summary["measure"] == "impact_none")]
+    rows = summary[(summary["source"] == READER_EXPORT_SOURCE) & (summary["system"] == "all")
+                   & (summary["measure"] == "impact_none") & (summary["total"] > 0)]
     if rows.empty:
-        return not_testable(_NO_SIMULATION)
-    row = rows.iloc[0]
-    if not row["total"] > 0:
-        return not_testable("edited sentences (the simulated reader edited none)")
-    ours = (f"{int(row['count'])} of {int(row['total'])} edited sentences ({percent(row['value'])}, 95 % interval "
-            f"{percent(row['ci_low'])} to {percent(row['ci_high'])}), simulated reader")
-    if row["ci_low"] > 0.5:
-        return Outcome(ours, REPRODUCED, "the 95 % interval lies above one half")
-    if row["value"] > 0.5:
-        return Outcome(ours, PARTLY, "more than half, but the 95 % interval reaches below one half")
-    return Outcome(ours, NOT_REPRODUCED, "not more than half")
+        return not_testable(_STYLE_EDITS)
+    verdicts, parts = [], []
+    for row in rows.itertuples():
+        if row.ci_low > 0.5:
+            verdicts.append(REPRODUCED)
+        elif row.value > 0.5:
+            verdicts.append(PARTLY)
+        else:
+            verdicts.append(NOT_REPRODUCED)
+        parts.append(f"{row.reader}: {int(row.count)} of {int(row.total)} edited sentences ({percent(row.value)}, "
+                     f"95 % interval {percent(row.ci_low)} to {percent(row.ci_high)})")
+    return Outcome("; ".join(parts), combine(verdicts),
+                   "per reader: the 95 % interval above one half reproduced, the estimate only partly")
 
 
 def _paper_edits() -> str:
@@ -178,14 +190,14 @@ CLAIMS = (
           "Section 5.4",
           _paper_significant(),
           "sec-reader-simulated",
-          "as above, SAE-Rad against the nearest neighbour, edited sentences of the exact simulated reader",
+          "as above, SAE-Rad against the nearest neighbour, per sentence of the report, by the exact simulated reader",
           _significant_simulated),
     Claim("reader-half-rate",
           "SAE-Rad's rate of significant errors is about half the other systems'",
           "Section 5.4; Appendix E.1",
           f"rate ratio about {paper_claims.SIGNIFICANT_ERROR_RATE_RATIO:g} ('almost half')",
           "sec-reader-simulated",
-          f"simulated reader, significant errors per edited sentence, SAE-Rad over nearest neighbour: ratio "
+          f"simulated reader, significant errors per sentence, SAE-Rad over nearest neighbour: ratio "
           f"<= {HALF_RATE_RATIOS[0]:g} reproduced, below 1 partly",
           _half_rate),
     Claim("reader-mostly-no-impact",
@@ -193,8 +205,8 @@ CLAIMS = (
           "Appendix E.1",
           f"{_PAPER['overall']['impact']['none']} of {_PAPER['overall']['edited']} "
           f"(printed {_PRINTED['all']['impact_none']} %)",
-          "sec-reader-simulated",
-          "simulated reader, all systems: 95 % interval of the share above one half reproduced; estimate above only: "
-          "partly",
+          "sec-reader-real",
+          "real readers only, each reader over all systems: 95 % interval of the share above one half reproduced; "
+          "estimate above only: partly",
           _mostly_no_impact),
 )

@@ -65,6 +65,7 @@ SECTIONS: dict[str, Section] = {section.label: section for section in (
     Section("sec-reader-significance", "07_reader_study.ipynb",
             'Is "significantly fewer significant errors" significant?'),
     Section("sec-reader-simulated", "07_reader_study.ipynb", "Simulated readers on SynthCXR"),
+    Section("sec-reader-real", "07_reader_study.ipynb", "Real readers"),
 )}
 
 

@@ -122,7 +122,7 @@ def seven_percent(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[s
     return {"table": table, "reading_matching": "; ".join(matching) or "none"}
 
 
-@solution("07.4", keys=("table", "rate_below", "kappa_below", "p_exact", "p_noisy"),
+@solution("07.4", keys=("table", "rate_below", "kappa_below", "p_exact", "p_noisy", "p_noisy_range"),
           reads=("reports", "reader_study"), error_rates=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
 def noisier_second_reader(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
     """κ between the exact and a noisy reader as the noise grows, with each reader's Fisher test."""
@@ -144,4 +144,6 @@ def noisier_second_reader(artifacts_root: Path, parameters: Mapping[str, Any]) -
     return {"table": [{k: round(v, 3) for k, v in row.items()} for row in rows],
             "rate_below": below["error rate"] if below else "none of those tried",
             "kappa_below": below["κ (keep/edit/delete)"] if below else float("nan"),
-            "p_exact": rows[0]["p, exact reader"], "p_noisy": below["p, noisy reader"] if below else float("nan")}
+            "p_exact": rows[0]["p, exact reader"], "p_noisy": below["p, noisy reader"] if below else float("nan"),
+            "p_noisy_range": f"{min(r['p, noisy reader'] for r in rows):.2f} to "
+                             f"{max(r['p, noisy reader'] for r in rows):.2f}"}
