@@ -47,7 +47,14 @@ def test_labeler_blind_spots_are_mislabelled(tmp_path):
 
 def test_seven_percent_is_the_relative_reading_against_the_others_pooled(tmp_path):
     values = registry()["07.3"].compute(tmp_path, {})
-    readings = {row["reading"]: row["value (%)"] for row in values["table"]}
-    assert readings["fewer than the others pooled, relative"] == pytest.approx(100 * (1 - (45 / 59) / (87 / 106)), abs=0.01)
-    assert readings["fewer than CheXagent, in points"] == pytest.approx(100 * (52 / 62 - 45 / 59), abs=0.01)
+    readings = {row["reading"]: float(row["value (%)"]) for row in values["table"]}
+    assert readings["fewer than the others pooled, relative"] == pytest.approx(100 * (1 - (45 / 59) / (87 / 106)), abs=0.05)
+    assert readings["fewer than CheXagent, in points"] == pytest.approx(100 * (52 / 62 - 45 / 59), abs=0.05)
     assert values["reading_matching"] == "fewer than the others pooled, relative"
+
+
+def test_fixed_decimals_are_text():
+    from saerad.book.solutions._format import fixed, table_cells
+
+    assert fixed(2.9, 1) == "2.9" and fixed(float("nan"), 1) == "—" and fixed(51172117, 0) == "51,172,117"
+    assert table_cells([{"a": 28.3, "b": "x"}], {"a": 1}) == [{"a": "28.3", "b": "x"}]

@@ -97,7 +97,7 @@ def _impact_tests(table: pd.DataFrame, comparator: str, denominator: str) -> Out
         verdict, reason = significance_rule(row["focus_rate"], row["comparator_rate"], row["p_one_sided"],
                                     says_significantly=True)
         verdicts.append(verdict)
-        parts.append(f"{words} per {denominator[:-1]} {_rates(row)}")
+        parts.append(f"{words} per {'sentence' if denominator == 'all sentences' else 'edited sentence'} {_rates(row)}")
         reasons.append(f"{words}: {reason}")
     return Outcome("; ".join(parts), combine(verdicts), "; ".join(reasons) + " (Fisher's exact test, one-sided)")
 

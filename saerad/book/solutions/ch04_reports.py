@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from saerad.book.solutions import solution
+from saerad.book.solutions._format import fixed, table_cells
 
 
 def _inputs(artifacts_root: Path) -> dict[str, Any]:
@@ -54,8 +55,8 @@ def lower_threshold(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict
                       max_sentences=int(settings["max_sentences"]), aggregate=settings["aggregate"],
                       statements_per_feature=inputs["per_feature"])
     default, changed = table.iloc[0], table.iloc[1]
-    return {"tau_default": default_tau, "sentences_default": float(default["mean_sentences"]),
-            "f1_default": float(default["macro_f1"]), "sentences_changed": float(changed["mean_sentences"]),
+    return {"tau_default": f"{default_tau:g}", "sentences_default": fixed(default["mean_sentences"], 1),
+            "f1_default": float(default["macro_f1"]), "sentences_changed": fixed(changed["mean_sentences"], 1),
             "f1_changed": float(changed["macro_f1"]),
             "f1_direction": _direction(float(changed["macro_f1"]), float(default["macro_f1"])),
             "n_studies": len(ids)}
@@ -111,8 +112,10 @@ def every_statement(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict
     negative = [float(row["denial (%)"]) for row in rows]
     # The sum "makes it worse" only if it lets more negatives in than the maximum does (by a point or more).
     verdict = "does make it worse" if negative[1] >= negative[2] + 1 else "does not make it worse"
-    return {"table": rows, "negative_share_default": negative[0], "negative_share_all_sum": negative[1],
-            "negative_share_all_max": negative[2], "f1_default": rows[0]["macro-F1"],
+    shown = table_cells(rows, {"sentences": 1, "finding (%)": 1, "denial (%)": 1, "no finding (%)": 1,
+                                "macro-F1": 3})
+    return {"table": shown, "negative_share_default": fixed(negative[0], 1),
+            "negative_share_all_sum": fixed(negative[1], 1), "negative_share_all_max": fixed(negative[2], 1), "f1_default": rows[0]["macro-F1"],
             "f1_all_sum": rows[1]["macro-F1"], "f1_all_max": rows[2]["macro-F1"],
             "sum_verdict": verdict}
 
@@ -151,7 +154,7 @@ def rare_finding_the_baseline_gets(artifacts_root: Path, parameters: Mapping[str
     if not cases:
         return {"finding": "none", "n_cases": 0, "study_id": "none", "nn_sentence": "", "feature": "none",
                 "feature_auroc": float("nan"), "feature_described": "no", "feature_statement": "none",
-                "feature_activation": float("nan"), "tau": float(inputs["settings"]["tau"]), "fired": "no",
+                "feature_activation": "n/a", "tau": f"{float(inputs['settings']['tau']):g}", "fired": "no",
                 "sae_says": "nothing"}
     index = inputs["index"]
     train = index["split"] == "train"
@@ -173,9 +176,9 @@ def rare_finding_the_baseline_gets(artifacts_root: Path, parameters: Mapping[str
     sae_sentences = [s for s in split_sentences(first.get(("sae_rad", study_id), "") or "")
                      if any(claim.finding == finding for claim in sentence_claims(s))]
     tau = float(inputs["settings"]["tau"])
-    return {"finding": finding.replace("_", " "), "n_cases": len(cases[finding]), "study_id": int(study_id),
+    return {"finding": finding.replace("_", " "), "n_cases": len(cases[finding]), "study_id": str(int(study_id)),
             "nn_sentence": nn_sentence, "feature": int(best), "feature_auroc": float(auroc.loc[best, finding]),
             "feature_described": "yes" if description is not None and description.ok else "no",
-            "feature_statement": first_statement, "feature_activation": activation, "tau": tau,
+            "feature_statement": first_statement, "feature_activation": fixed(activation, 2), "tau": f"{tau:g}",
             "fired": "yes" if activation > tau else "no",
             "sae_says": " ".join(f'"{s}"' for s in sae_sentences) or "nothing about it"}

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from saerad.book.solutions import solution
+from saerad.book.solutions._format import fixed, table_cells
 
 #: The metric families of the chapter and the Table 1 metrics that stand for each here.
 FAMILIES = {"lexical": ("BL4", "RG-L"), "clinical": ("Ma-5", "Ma-14", "Mi-5", "Mi-14"), "factual": ("RadFact F1",)}
@@ -111,8 +112,8 @@ def lower_threshold_scores(artifacts_root: Path, parameters: Mapping[str, Any]) 
     extra_all = len(verdicts[changed_tau]) - len(verdicts[default_tau])
     verdict = ("mostly true" if extra_true > extra_false else "mostly false" if extra_false > extra_true
                else "as often true as false")
-    return {"tau_default": default_tau, "table": [{k: (round(v, 2) if isinstance(v, float) else v)
-                                                   for k, v in row.items()} for row in rows],
+    numbers = {key: 1 for key in rows[0] if key.startswith("tau ") or key == "change (points)"} if rows else {}
+    return {"tau_default": f"{default_tau:g}", "table": table_cells(rows, numbers),
             "family_most": family_most, "extra_sentences": extra_all, "extra_true": extra_true,
             "extra_false": extra_false, "extra_unchecked": extra_all - extra_true - extra_false,
             "extra_verdict": verdict}
@@ -142,7 +143,8 @@ def judging_the_judges(artifacts_root: Path, parameters: Mapping[str, Any]) -> d
                      "studies scored exactly (precision)": float(gap.loc["precision", "exact_share"])})
     findings = rows[0]["precision: mean |difference|"]
     best = min(rows[1:], key=lambda row: row["precision: mean |difference|"])
-    return {"table": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()} for row in rows],
+    return {"table": table_cells(rows, {"precision: mean |difference|": 3, "recall: mean |difference|": 3,
+                                        "studies scored exactly (precision)": 3}),
             "findings_difference": findings, "best_overlap_difference": best["precision: mean |difference|"],
             "best_threshold": best["judge"].split("≥ ")[1],
             "reaches": "yes" if best["precision: mean |difference|"] <= findings else "no"}
@@ -189,9 +191,9 @@ def bleu_gap(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, A
         sae = bleu(systems["sae_rad"], order, transform)
         rows.append({"variant": name, "nearest neighbour": nn, "SAE-Rad": sae, "gap (points)": nn - sae})
     smallest = min(rows[1:], key=lambda row: abs(row["gap (points)"]))
-    return {"table": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()} for row in rows],
-            "gap_default": rows[0]["gap (points)"], "smallest_gap_variant": smallest["variant"],
-            "smallest_gap": smallest["gap (points)"]}
+    return {"table": table_cells(rows, {"nearest neighbour": 1, "SAE-Rad": 1, "gap (points)": 1}),
+            "gap_default": fixed(rows[0]["gap (points)"], 1), "smallest_gap_variant": smallest["variant"],
+            "smallest_gap": fixed(smallest["gap (points)"], 1)}
 
 
 #: Sentences a radiologist might write, and the CheXpert observation each means (positive).

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from saerad.book.solutions import solution
+from saerad.book.solutions._format import fixed, table_cells
 
 #: Thumbnail size of the pages the solutions build (they are never looked at; small is fast).
 _IMAGE_SIZE = 64
@@ -81,24 +82,25 @@ def what_the_simulated_reader_cannot_see(artifacts_root: Path, parameters: Mappi
         if ("side" in errors or "size" in errors) and not example:
             example, example_reason = text, errors.get("side") or errors["size"]
     return {"kept": len(kept), "kept_wrong_side": wrong_side, "kept_wrong_size": wrong_size,
-            "share_wrong": (wrong_side + wrong_size) / len(kept) if len(kept) else float("nan"),
+            "share_wrong": fixed(100 * (wrong_side + wrong_size) / len(kept), 1) + " %" if len(kept) else "n/a",
             "example": example or "none", "example_reason": example_reason or "none"}
 
 
 @solution("07.2", keys=("n_seeds", "n_significant", "share_significant", "median_p", "p_at_chapter_size"),
-          reads=("reports", "reader_study"), reader_study__simulated_cases=10, seeds=tuple(range(20)))
+          reads=("reports", "reader_study"), reader_study__simulated_cases=10, seeds=20)
 def paper_sized_studies(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
     """How often an exact reader on 10 studies finds SAE-Rad's significant errors significantly fewer."""
     inputs = _inputs(artifacts_root)
     n_cases = int(parameters["reader_study.simulated_cases"])
     with tempfile.TemporaryDirectory() as folder:
         values = [_significant_p(_simulated(inputs, Path(folder), n_cases, int(seed), (0.0,)), "simulated-1")
-                  for seed in parameters["seeds"]]
+                  for seed in range(int(parameters["seeds"]))]
         chapter = _simulated(inputs, Path(folder), int(inputs["settings"]["simulated_cases"]),
                              int(inputs["settings"]["seed"]), (0.0,))
     values = np.array(values, dtype=float)
     significant = int(np.sum(values < 0.05))
-    return {"n_seeds": len(values), "n_significant": significant, "share_significant": significant / len(values),
+    return {"n_seeds": len(values), "n_significant": significant,
+            "share_significant": fixed(100 * significant / len(values), 0) + " %",
             "median_p": float(np.nanmedian(values)), "p_at_chapter_size": _significant_p(chapter, "simulated-1")}
 
 
@@ -117,7 +119,7 @@ def seven_percent(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[s
     for name, other in comparators:
         rows.append({"reading": f"fewer than {name}, in points", "value (%)": 100 * (other - rate["sae_rad"])})
         rows.append({"reading": f"fewer than {name}, relative", "value (%)": 100 * (1 - rate["sae_rad"] / other)})
-    table = [{"reading": row["reading"], "value (%)": round(row["value (%)"], 2)} for row in rows]
+    table = table_cells(rows, {"value (%)": 1})
     matching = [row["reading"] for row in rows if round(row["value (%)"]) == 7]
     return {"table": table, "reading_matching": "; ".join(matching) or "none"}
 
@@ -141,8 +143,9 @@ def noisier_second_reader(artifacts_root: Path, parameters: Mapping[str, Any]) -
                          "p, exact reader": _significant_p(long, "simulated-1"),
                          "p, noisy reader": _significant_p(long, "simulated-2")})
     below = next((row for row in rows if row["κ (keep/edit/delete)"] < 0.4), None)
-    return {"table": [{k: round(v, 3) for k, v in row.items()} for row in rows],
-            "rate_below": below["error rate"] if below else "none of those tried",
+    return {"table": table_cells(rows, {"error rate": 1, "κ (keep/edit/delete)": 2, "p, exact reader": 3,
+                                        "p, noisy reader": 3}),
+            "rate_below": fixed(below["error rate"], 1) if below else "none of those tried",
             "kappa_below": below["κ (keep/edit/delete)"] if below else float("nan"),
             "p_exact": rows[0]["p, exact reader"], "p_noisy": below["p, noisy reader"] if below else float("nan"),
             "p_noisy_range": f"{min(r['p, noisy reader'] for r in rows):.2f} to "
