@@ -182,7 +182,7 @@ def _last_validation(history: pd.DataFrame) -> str:
     return f"{validated['validation_loss'].iloc[-1]:.4f}" if len(validated) else "n/a (no validation images)"
 
 
-@solution("06.2", keys=("table", "chapter_betas", "effect_chapter", "effect_changed"),
+@solution("06.2", keys=("table", "chapter_betas", "effect_chapter", "effect_changed", "token_direction"),
           reads=("counterfactuals",), counterfactuals__beta=1.0)
 def weak_beta(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
     """Redraw the added and the cycled images with β = ``counterfactuals.beta``; compare with ``axioms.csv``."""
@@ -196,7 +196,7 @@ def weak_beta(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, 
     judges = _judges(run)
     beta = float(parameters["counterfactuals.beta"])
     token_measure = "reversibility (token): ||z_cycle - z|| / ||z_add - z||"
-    rows, betas, effects_chapter, effects_changed = [], [], [], []
+    rows, betas, effects_chapter, effects_changed, tokens_chapter, tokens_changed = [], [], [], [], [], []
     for finding, feature, chapter_beta, without, _ in run.features():
         if len(without) == 0:
             continue
@@ -220,6 +220,7 @@ def weak_beta(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, 
             test = axioms.paired_change_row(feature, finding, axioms.ADD_TEST, before, after, True)
             changed[axioms.ADD_TEST] = f"p {_p(test['value'])}"
         effects_changed.append(float(effect.mean()))
+        tokens_changed.append(float(np.mean(token_share)))
         for measure, value in changed.items():
             if value is None:
                 continue
@@ -228,11 +229,15 @@ def weak_beta(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, 
                          "chapter's β": _chapter_value(original, measure), f"β = {beta:g}": value})
             if measure == axioms.EFFECT_SIZE and original is not None:
                 effects_chapter.append(float(original["value"]))
+            if measure == token_measure and original is not None:
+                tokens_chapter.append(float(original["value"]))
     return {
         "table": rows,
         "chapter_betas": ", ".join(betas) or "n/a",
         "effect_chapter": f"{np.mean(effects_chapter):.4f}" if effects_chapter else "n/a",
         "effect_changed": f"{np.mean(effects_changed):.4f}" if effects_changed else "n/a",
+        "token_direction": ("n/a" if not tokens_chapter or not tokens_changed else
+                            "larger" if np.mean(tokens_changed) > np.mean(tokens_chapter) else "smaller"),
     }
 
 
@@ -255,7 +260,7 @@ def _chapter_value(row: pd.Series | None, measure: str) -> str:
     return f"{float(row['value']):.4f}"
 
 
-@solution("06.3", keys=("table", "best"), reads=("counterfactuals",),
+@solution("06.3", keys=("table", "best", "together"), reads=("counterfactuals",),
           counterfactuals__segmentation_threshold=[0.05, 0.2])
 def segmentation_thresholds(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
     """Redraw the removals and score their thresholded difference maps at the chapter's and the given thresholds."""
@@ -267,7 +272,7 @@ def segmentation_thresholds(artifacts_root: Path, parameters: Mapping[str, Any])
     model = _chapter_decoder(artifacts_root)
     thresholds = sorted({float(run.settings["segmentation_threshold"]),
                          *map(float, parameters["counterfactuals.segmentation_threshold"])})
-    rows, best = [], []
+    rows, best, directions = [], [], []
     for finding, feature, _, _, with_ in run.features():
         if len(with_) == 0:
             continue
@@ -288,6 +293,10 @@ def segmentation_thresholds(artifacts_root: Path, parameters: Mapping[str, Any])
             row[f"IoU at {threshold:g}{chapter_mark}"] = f"{scores[threshold]:.2f}"
         rows.append(row)
         finite = {t: v for t, v in scores.items() if np.isfinite(v)}
+        if len(finite) >= 2:
+            directions.append(np.sign(finite[max(finite)] - finite[min(finite)]))
         if finite:
             best.append(f"{finding.replace('_', ' ')} at {max(finite, key=finite.get):g}")
-    return {"table": rows, "best": "; ".join(best) or "n/a"}
+    together = ("n/a" if len(directions) < 2 else "moved in the same direction" if len(set(directions)) == 1
+                else "moved in opposite directions")
+    return {"table": rows, "best": "; ".join(best) or "n/a", "together": together}
