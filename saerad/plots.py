@@ -115,7 +115,7 @@ def prevalence_bars(table: pd.DataFrame, label: str, value_columns: Sequence[str
     axis.set_ylabel("")
     if title:
         axis.set_title(title)
-    axis.legend(title=None, loc="lower right")
+    axis.legend(title=None, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(value_columns), frameon=False)
     axis.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     figure.tight_layout()
     return figure
@@ -167,13 +167,15 @@ def array_grid(
     cmaps: Sequence[Sequence[str]] | None = None,
     contours: Sequence[Sequence[np.ndarray | None]] | None = None,
     fontsize: float = 9,
+    horizontal_labels: bool = False,
 ) -> plt.Figure:
     """Images held as arrays in ``[0, 1]``, ``rows[r][c]``, with a label per row.
 
     ``None`` leaves a cell empty; ``cmaps`` gives a colour map per cell (grey by
     default); ``contours`` outlines a boolean mask (e.g. a planted finding's) on a cell. Titles and row
     labels are set at ``fontsize`` points: keep ``n_cols * size + 0.8`` within ``TEXT_WIDTH_INCHES`` and
-    break long titles with newlines.
+    break long titles with newlines. ``horizontal_labels`` writes the row labels across the figure (for
+    labels of several lines beside small images); they then take width from the images.
     """
     n_rows, n_cols = len(rows), len(rows[0])
     figure, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * size + 0.8, n_rows * size + 0.3), squeeze=False)
@@ -190,7 +192,11 @@ def array_grid(
             axis.set_yticks([])
             if r == 0 and column_titles:
                 axis.set_title(column_titles[c], fontsize=fontsize)
-        axes[r][0].set_ylabel(row_labels[r], fontsize=fontsize)
+        if horizontal_labels:  # several lines of label beside a small image: written across, not along it
+            axes[r][0].set_ylabel(row_labels[r], fontsize=fontsize, rotation=0, ha="right", va="center",
+                                  labelpad=4)
+        else:
+            axes[r][0].set_ylabel(row_labels[r], fontsize=fontsize)
     figure.tight_layout()
     return figure
 

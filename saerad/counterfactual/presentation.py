@@ -60,7 +60,8 @@ def reconstruction_figure(run, count: int = 8) -> plt.Figure:
     if not originals:
         return placeholder_figure("no test image to reconstruct")
     size = min(0.8, (TEXT_WIDTH_INCHES - 1.3) / len(originals))
-    return array_grid([originals, reconstructions], ["real", "recon-\nstruction"], size=size)
+    return array_grid([originals, reconstructions], ["real", "recon-\nstruction"], size=size,
+                      horizontal_labels=True)
 
 
 def figure4(panels: Sequence[dict]) -> plt.Figure:
@@ -75,12 +76,13 @@ def figure4(panels: Sequence[dict]) -> plt.Figure:
     for panel in panels:
         difference = panel["difference"]
         rows.append(list(panel["images"]) + [difference / max(float(difference.max()), 1e-6)])
-        labels.append(f"feature {panel['feature']}\n{panel['finding'].replace('_', ' ')}\n"
+        labels.append(f"{panel['finding'].replace('_', ' ')}\nfeature {panel['feature']}\n"
                       f"max change {difference.max():.2f}")
         maps.append(["gray"] * 4 + ["magma"])
         contours.append([None] * 4 + [panel["mask"]])
     return array_grid(rows, labels, ["real", "recon-\nstruction", "add\n(h_i = β)", "remove\n(h_i = 0)",
-                                     "|remove −\nrecon.|"], size=1.2, cmaps=maps, contours=contours)
+                                     "|remove −\nrecon.|"], size=1.05, cmaps=maps, contours=contours,
+                      horizontal_labels=True)
 
 
 def intervention_figure(runs: dict, masks: dict, kind: str, count: int = 6) -> plt.Figure:
@@ -106,13 +108,13 @@ def intervention_figure(runs: dict, masks: dict, kind: str, count: int = 6) -> p
         difference = np.clip(2 * axioms.difference_map(images[kind][:shown], images["reconstruction"][:shown]), 0, 1)
         name = finding.replace("_", " ")
         rows += [pad(images["reconstruction"]), pad(images[kind]), pad(difference)]
-        labels += [f"{name}:\nrecon-\nstruction", f"{name}:\n{kind}", f"|{kind} −\nrecon.|"]
+        labels += [f"{name}:\nreconstruction", f"{name}:\n{kind}", f"|{kind} −\nreconstruction|"]
         maps += [["gray"] * count, ["gray"] * count, ["magma"] * count]
         mask_row = pad(masks[finding]) if kind == "remove" and finding in masks else [None] * count
         contours += [[None] * count, [None] * count, mask_row]
     if not rows:
         return placeholder_figure(f"no test image to {kind} a feature {'to' if kind == 'add' else 'from'}")
-    return array_grid(rows, labels, size=1.0, cmaps=maps, contours=contours)
+    return array_grid(rows, labels, size=0.9, cmaps=maps, contours=contours, horizontal_labels=True)
 
 
 def detection_figure(table: pd.DataFrame, findings: Sequence[str]) -> plt.Figure:

@@ -130,6 +130,9 @@ def run_solution(entry: Solution, artifacts_root: str | Path, profile: str,
         "format": FORMAT, "exercise": entry.exercise, "profile": profile,
         "parameters": dict(entry.parameters), "fingerprint": fingerprint(entry, root),
         "values": values, "seconds": round(time.perf_counter() - started, 1),
+        # JSON objects are written with sorted keys; a table's column order is kept here.
+        "columns": {key: list(value[0]) for key, value in values.items()
+                    if isinstance(value, list) and value and isinstance(value[0], dict)},
         "computed": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
     write_json(result_path(entry.exercise, profile, solutions_dir), record)
@@ -150,13 +153,14 @@ def solution_status(entry: Solution, artifacts_root: str | Path, profile: str,
     return "current", record
 
 
-def _format_value(value: Any) -> Any:
+def _format_value(value: Any, columns: list[str] | None = None) -> Any:
     from saerad.book.tables import format_number, show_table
 
     if isinstance(value, list):
         import pandas as pd
 
-        return show_table(pd.DataFrame(value))
+        table = pd.DataFrame(value)
+        return show_table(table[columns] if columns and set(columns) == set(table.columns) else table)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return format_number(value)
     return str(value)
@@ -189,9 +193,11 @@ def glue_solution(exercise: str, artifacts_root: str | Path, profile: str,
 
     glue(f"sol-{exercise}-status", Markdown(line), display=False)  # the chapters place it with {glue:md}
     values = record["values"] if record else {}
+    orders = record.get("columns", {}) if record else {}
     for key in entry.keys:
         value = values.get(key)
-        glue(f"sol-{exercise}-{key}", "n/a: not run" if value is None else _format_value(value), display=False)
+        glue(f"sol-{exercise}-{key}", "n/a: not run" if value is None else _format_value(value, orders.get(key)),
+             display=False)
     return status
 
 
