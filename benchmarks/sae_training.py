@@ -285,7 +285,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.device == "cpu":
-        torch.set_flush_denormal(True)  # as the SAE stage does (sae_experiments.train_and_evaluate)
+        torch.set_flush_denormal(True)  # as the SAE stage does (saerad.sae.experiments.train_and_evaluate)
     device = torch.device(args.device)
 
     if args.tokens:

@@ -29,6 +29,12 @@ import yaml
 #: Names every chapter declares and the runner fills in for all stages.
 COMMON_PARAMETERS = ("profile", "seed", "artifacts_root")
 
+#: Parameters that decide where and how a stage's work runs, not what it computes: the artifacts
+#: folder, and how SAE training is spread over processes and threads (weights are the same for any
+#: number of worker processes, tests/test_sae_parallel.py; the thread count changes only the order of
+#: floating-point sums). A result's fingerprint leaves them out, so changing them stales nothing.
+EXECUTION_ONLY_PARAMETERS = frozenset({"artifacts_root", "training_workers", "threads_per_run"})
+
 
 class ParameterError(ValueError):
     """A profile or override names an unknown parameter or has a wrong type."""

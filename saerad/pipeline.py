@@ -21,8 +21,12 @@ good chapter (the partly executed notebook is ``<root>/<stage>/failed.ipynb``).
 The record is rewritten as ``running`` before the stage executes, so a failed,
 interrupted or killed run is never taken for a finished one. A stage is
 skipped ("up to date") when its record is ``ok`` for the same notebook,
-parameters (after the notebook's defaults), package code and upstream records,
-and its declared outputs exist; ``--force`` runs it anyway. After a successful
+parameters (after the notebook's defaults), package code and the records of the
+stages it reads (``Stage.reads``; each of those records holds, in turn, the
+fingerprints of what it read), and its declared outputs exist; ``--force`` runs
+it anyway. So a change re-runs the stages that read what changed, and no other:
+``--set reports.tau=1.5`` re-runs reports, metrics, the reader study and the
+scorecard, not the counterfactual chapter, which never opens the reports. After a successful
 run the profile's chapters are published as a whole into ``book/chapters/``
 (:mod:`saerad.publish`), so the book shows one profile.
 
@@ -71,12 +75,18 @@ class Stage:
 
     ``outputs`` are a few key files (or non-empty folders) the stage writes, relative to its folder, or a
     function of the stage's parameters giving them; a stage missing one is not up to date.
+
+    ``reads`` names the earlier stages whose artifacts or parameters the chapter opens (directly: what
+    those stages read is in their own fingerprints). None: every stage before it, the safe default for a
+    new chapter. A stage left out here is not re-run when that stage changes, so a chapter that starts
+    reading another stage's folder must add it (tests/test_stage_reads.py checks the notebooks' paths).
     """
 
     name: str
     notebook: str
     title: str
     outputs: Outputs = ()
+    reads: tuple[str, ...] | None = None
 
     def declared_outputs(self, parameters: Mapping[str, Any]) -> list[str]:
         return list(self.outputs(parameters) if callable(self.outputs) else self.outputs)
@@ -91,22 +101,26 @@ def _data_outputs(parameters: Mapping[str, Any]) -> list[str]:
 #: The chapters in run order. A stage may read the artifacts of the stages
 #: before it, never those after it.
 STAGES: tuple[Stage, ...] = (
-    Stage("data", "00_data.ipynb", "Data: SynthCXR and the MIMIC-CXR loader", _data_outputs),
+    Stage("data", "00_data.ipynb", "Data: SynthCXR and the MIMIC-CXR loader", _data_outputs, reads=()),
     Stage("encode", "01_encode.ipynb", "Image encoder class tokens",
-          ("class_tokens.npy", "tokens_index.csv", "scale.json")),
+          ("class_tokens.npy", "tokens_index.csv", "scale.json"), reads=("data",)),
     Stage("sae", "02_sae.ipynb", "The sparse autoencoder",
-          ("sae_rad_main/cfg.json", "sae_rad_main/sae_weights.safetensors", "main_sae.csv")),
+          ("sae_rad_main/cfg.json", "sae_rad_main/sae_weights.safetensors", "main_sae.csv"),
+          reads=("data", "encode")),
     Stage("features", "03_features.ipynb", "Reading the features",
-          ("activations.npz", "activations_index.csv", "feature_stats.csv", "descriptions.jsonl", "summary.json")),
-    Stage("reports", "04_reports.ipynb", "Writing reports from features", ("generated.jsonl", "summary.json")),
+          ("activations.npz", "activations_index.csv", "feature_stats.csv", "descriptions.jsonl", "summary.json"),
+          reads=("data", "encode", "sae")),
+    Stage("reports", "04_reports.ipynb", "Writing reports from features", ("generated.jsonl", "summary.json"),
+          reads=("data", "encode", "sae", "features")),
     Stage("metrics", "05_metrics.ipynb", "Scoring the reports: Tables 1 and 2",
-          ("table1.csv", "table2.csv", "summary.json")),
+          ("table1.csv", "table2.csv", "summary.json"), reads=("data", "encode", "sae", "features", "reports")),
     Stage("counterfactuals", "06_counterfactual.ipynb", "Counterfactual images",
-          ("decoder/decoder.safetensors", "axioms.csv", "summary.json")),
+          ("decoder/decoder.safetensors", "axioms.csv", "summary.json"), reads=("data", "encode", "sae", "features")),
     Stage("reader_study", "07_reader_study.ipynb", "The reader study",
-          ("review_page/review.html", "summary.csv", "summary.json")),
+          ("review_page/review.html", "summary.csv", "summary.json"), reads=("data", "reports")),
     Stage("real_reports", "09_real_reports.ipynb", "Real reports: the report-reading tools on Open-i",
-          ("real_reports_labeler.csv", "summary.json")),
+          ("real_reports_labeler.csv", "summary.json"), reads=()),
+    # The scorecard reads every chapter's results (reads=None: all stages before it).
     Stage("scorecard", "08_scorecard.ipynb", "Does SAE-Rad hold up?", ("scorecard.csv",)),
 )
 
@@ -124,6 +138,31 @@ class StageFailed(RuntimeError):
 
 def stage_names() -> list[str]:
     return [stage.name for stage in STAGES]
+
+
+def stage_reads(stage: Stage, stages: Sequence[Stage] = STAGES) -> list[str]:
+    """The stages ``stage`` reads directly: its declared ``reads``, or every stage before it."""
+    names = [other.name for other in stages]
+    before = names[: names.index(stage.name)]
+    if stage.reads is None:
+        return before
+    unknown = [name for name in stage.reads if name not in before]
+    if unknown:
+        raise ValueError(f"stage {stage.name!r} reads {unknown}, which are not stages run before it ({before})")
+    return list(stage.reads)
+
+
+def needed_stages(selected: Sequence[Stage], stages: Sequence[Stage] = STAGES) -> set[str]:
+    """Every stage whose artifacts the ``selected`` ones read, directly or through another stage."""
+    by_name = {stage.name: stage for stage in stages}
+    needed: set[str] = set()
+    pending = [name for stage in selected for name in stage_reads(stage, stages)]
+    while pending:
+        name = pending.pop()
+        if name not in needed:
+            needed.add(name)
+            pending.extend(stage_reads(by_name[name], stages))
+    return needed
 
 
 def select_stages(only: list[str] | None, start: str | None, stages: tuple[Stage, ...] = STAGES) -> list[Stage]:
@@ -241,25 +280,30 @@ def run(
     last = max(stages.index(stage) for stage in selected)
     package = package_fingerprint()
 
+    needed = needed_stages(selected, stages)
     outcome: dict[str, str] = {}
-    fingerprints: list[str] = []
+    fingerprints: dict[str, str] = {}
     for stage in stages[: last + 1]:
         stage_dir = root / stage.name
         parameters = planned.parameters[stage.name]
         record = records.read_record(stage_dir)
         if stage not in selected:
-            # Not run now, but a later selected stage reads its artifacts: they must be complete.
+            if stage.name not in needed:
+                continue
+            # Not run now, but a selected stage reads its artifacts: they must be complete.
             problem = records.not_ok_reason(record) or _missing_text(
                 stage, stage_dir, {**parameters, **record.get("parameters", {})})
             if problem:
-                needing = next(later.name for later in stages[stages.index(stage):] if later in selected)
+                needing = next(later.name for later in selected if stage.name in needed_stages([later], stages))
                 raise StageFailed(
                     f"stage {needing!r} needs the artifacts of {stage.name!r} for profile {profile!r}, but {problem}: "
                     f"run `python -m saerad.pipeline --profile {profile} --from {stage.name}`"
                 )
-            fingerprints.append(record["fingerprint"])
+            fingerprints[stage.name] = record["fingerprint"]
             continue
-        fingerprint = stage_fingerprint(notebooks_dir / stage.notebook, parameters, fingerprints, package)
+        reads = stage_reads(stage, stages)
+        fingerprint = stage_fingerprint(notebooks_dir / stage.notebook, parameters,
+                                        [fingerprints[name] for name in reads], package)
         chapter = root / EXECUTED_CHAPTERS / stage.notebook
         missing = records.missing_outputs(stage_dir, stage.declared_outputs(parameters))
         missing += [] if chapter.exists() else [f"the executed chapter {_display_path(chapter)}"]
@@ -267,16 +311,16 @@ def run(
         if reason is None:
             print(f"[{stage.name}] up to date (use --force to re-run)", flush=True)
             outcome[stage.name] = "up to date"
-            fingerprints.append(fingerprint)
+            fingerprints[stage.name] = fingerprint
             continue
         check_stage(stage.name, parameters, root)
         print(f"[{stage.name}] running {stage.notebook} ({reason}) -> {_display_path(chapter)}", flush=True)
         base = {"stage": stage.name, "notebook": stage.notebook, "profile": profile, "parameters": parameters,
-                "fingerprint": fingerprint, "upstream": dict(zip([s.name for s in stages], fingerprints))}
+                "fingerprint": fingerprint, "upstream": {name: fingerprints[name] for name in reads}}
         seconds = _run_stage(stage, notebooks_dir / stage.notebook, parameters, stage_dir, chapter, base, timeout)
         print(f"[{stage.name}] done in {seconds:.1f} s", flush=True)
         outcome[stage.name] = "ran"
-        fingerprints.append(fingerprint)
+        fingerprints[stage.name] = fingerprint
 
     marker = publish_chapters(profile, root, chapters_dir, [stage.notebook for stage in stages], review_page_dir)
     missing = f" (not yet run: {', '.join(marker['missing'])})" if marker["missing"] else ""

@@ -39,6 +39,16 @@ def test_a_solution_is_stored_with_its_parameters_and_goes_stale_when_its_inputs
     solutions._REGISTRY.pop("99.1")
 
 
+def test_how_a_stage_was_spread_over_cores_does_not_stale_a_solution(artifacts, tmp_path):
+    entry = solutions.Solution("99.3", ("answer",), ("encode",), {"scale": 2},
+                               lambda artifacts_root, parameters: {"answer": 1})
+    solutions.run_solution(entry, artifacts, "demo", tmp_path)
+    (artifacts / "encode" / "stage.json").write_text(json.dumps(
+        {"parameters": {"batch_size": 64, "training_workers": 2, "threads_per_run": 1,
+                        "artifacts_root": "elsewhere"}}))
+    assert solutions.solution_status(entry, artifacts, "demo", tmp_path)[0] == "current"
+
+
 def test_compute_must_return_exactly_the_declared_keys(artifacts, tmp_path):
     def compute(artifacts_root, parameters):
         return {"answr": 1}

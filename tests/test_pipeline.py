@@ -155,6 +155,40 @@ def test_a_stage_that_does_not_write_its_declared_output_fails(book):
     assert not (root / "artifacts/demo/chapters/01_second.ipynb").exists()
 
 
+SIDE = """from pathlib import Path
+Path(artifacts_root, 'side').mkdir(parents=True, exist_ok=True)
+Path(artifacts_root, 'side', 'label.txt').write_text(label)
+"""
+
+
+def test_a_change_re_runs_only_the_stages_that_read_it(book):
+    root, kwargs = book
+    notebooks = kwargs["notebooks_dir"]
+    _notebook(notebooks / "02_side.ipynb", 'profile = "demo"\nseed = 0\nartifacts_root = "x"\nlabel = "a"\n', SIDE)
+    # "second" reads only "first"; "side" comes between them in run order and reads "first" too.
+    stages = (STAGES[0], Stage("side", "02_side.ipynb", "Side", ("label.txt",), reads=("first",)),
+              Stage("second", "01_second.ipynb", "Second", reads=("first",)))
+    kwargs = {**kwargs, "stages": stages}
+    assert run("demo", **kwargs) == {"first": "ran", "side": "ran", "second": "ran"}
+    assert run("demo", assignments=["side.label=b"], **kwargs) == {
+        "first": "up to date", "side": "ran", "second": "up to date"}
+    assert _record(root, "demo", "second")["upstream"] == {"first": _record(root, "demo", "first")["fingerprint"]}
+    # What a stage reads changing still re-runs it.
+    assert run("demo", assignments=["side.label=b", "first.value=7"], **kwargs) == {
+        "first": "ran", "side": "ran", "second": "ran"}
+    # A stage nobody selected reads need not have run: "second" alone checks "first", not "side".
+    (root / "artifacts/demo/side/label.txt").unlink()
+    assert run("demo", only=["second"], assignments=["side.label=b", "first.value=7"], **kwargs) == {
+        "second": "up to date"}
+
+
+def test_a_stage_may_read_only_stages_before_it(book):
+    root, kwargs = book
+    stages = (Stage("first", "00_first.ipynb", "First", ("value.txt",), reads=("second",)), STAGES[1])
+    with pytest.raises(ValueError, match="stage 'first' reads \\['second'\\]"):
+        run("demo", **{**kwargs, "stages": stages})
+
+
 def _pipeline_process(root: Path, kwargs: dict, code: str) -> subprocess.Popen:
     """The pipeline in a child process (so the test can kill or interrupt it), on the test's notebooks."""
     setup = (f"import functools, pathlib, saerad.pipeline as p\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saerad import sae_experiments as experiments
+from saerad.sae import experiments
 
 
 def _tokens(n: int = 40, d: int = 16) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from saerad.sae_experiments import PAPER_TABLE3, PAPER_TABLE5
+from saerad.sae.experiments import PAPER_TABLE3, PAPER_TABLE5
 from saerad.scorecard import paper_claims
 from saerad.scorecard.artifacts import Artifacts
 from saerad.scorecard.claim import Claim, number, percent

@@ -2,7 +2,7 @@
 
 The tables' numbers live next to the code that measures them and are reused
 from there: Tables 1 and 2 in :mod:`saerad.evaluation.paper_values`, Tables 3
-and 5 in :mod:`saerad.sae_experiments`, SAE-Rad's Table 4 column in
+and 5 in :mod:`saerad.sae.experiments`, SAE-Rad's Table 4 column in
 :mod:`saerad.reports.cost`, Appendix E's counts in
 ``saerad/reader_study/paper_counts.json``. Each entry here cites where the
 paper states it.

@@ -94,14 +94,14 @@ def registry() -> dict[str, Solution]:
 
 def fingerprint(entry: Solution, artifacts_root: str | Path) -> str:
     """Hash of the solution's function, its parameters, and the parameters of the stages it reads."""
-    from saerad.params import stage_parameters
+    from saerad.params import EXECUTION_ONLY_PARAMETERS, stage_parameters
 
     digest = hashlib.sha256()
     digest.update(inspect.getsource(entry.compute).encode())
     digest.update(json.dumps(dict(entry.parameters), sort_keys=True, default=str).encode())
     for stage in entry.reads:
-        settings = stage_parameters(artifacts_root, stage)
-        settings.pop("artifacts_root", None)
+        settings = {name: value for name, value in stage_parameters(artifacts_root, stage).items()
+                    if name not in EXECUTION_ONLY_PARAMETERS}
         digest.update(stage.encode())
         digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()
