@@ -314,6 +314,45 @@ def images_with_finding(artifacts_root: str | Path, finding: str, split: str = "
     return rows
 
 
+def finding_maps(artifacts_root: str | Path, encoder, sae, finding: str, feature: int, split: str = "test",
+                 token_scale: float | None = None, batch_size: int = 64):
+    """A feature's heat maps, the grey images and the planted masks of the images of ``split`` carrying ``finding``.
+
+    Returns
+    -------
+    (rows, heatmaps, images, masks, grid)
+        :func:`images_with_finding` rows; ``float32 [n, H, W]`` heat maps and
+        ``[n, H, W]`` grey images in ``[0, 1]`` at the encoder's input size;
+        bool masks at that size (:func:`saerad.counterfactual.images.load_finding_masks`);
+        the feature map's ``(h, w)``. With no image, the arrays are ``[0, 1, 1]`` and ``grid`` None.
+    """
+    from PIL import Image
+
+    from saerad.counterfactual.images import load_finding_masks, load_pixels
+    from saerad.features.spatial import load_token_scale, spatial_attribution
+
+    rows = images_with_finding(artifacts_root, finding, split)
+    if rows.empty:
+        return rows, np.zeros((0, 1, 1), np.float32), np.zeros((0, 1, 1), np.float32), np.zeros((0, 1, 1), bool), None
+    scale = load_token_scale(artifacts_root) if token_scale is None else float(token_scale)
+    heatmaps, grid = [], None
+    for start in range(0, len(rows), batch_size):
+        pictures = []
+        for path in rows["image_path"].iloc[start:start + batch_size]:
+            with Image.open(path) as picture:
+                pictures.append(picture.convert("RGB"))
+        result = spatial_attribution(encoder, sae, encoder.preprocess(pictures), [int(feature)], scale)
+        heatmaps.append(result.heatmaps[:, 0])
+        grid = tuple(int(g) for g in result.position_maps.shape[-2:])
+    heatmaps = np.concatenate(heatmaps)
+    size = heatmaps.shape[-1]
+    if heatmaps.shape[-2] != size:
+        raise ValueError(f"heat maps are {heatmaps.shape[-2:]}; the masks are square, so the encoder input must be too")
+    images = load_pixels(rows["image_path"], size)
+    masks = load_finding_masks(artifacts_root, rows["image_path"], finding, size)
+    return rows, heatmaps, images, masks, grid
+
+
 def localise_findings(artifacts_root: str | Path, encoder, sae, alignment: pd.DataFrame,
                       findings: Sequence[str] | None = None, split: str = "test", token_scale: float | None = None,
                       batch_size: int = 64, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -324,12 +363,13 @@ def localise_findings(artifacts_root: str | Path, encoder, sae, alignment: pd.Da
     artifacts_root
         ``artifacts/<profile>`` with the data and encode stages (read only).
     encoder
-        :class:`saerad.encoder.ClassTokenEncoder` of the encode stage (a mean-pooled one; see :mod:`saerad.features.spatial`).
+        :class:`saerad.encoder.ClassTokenEncoder` of the encode stage (a mean-pooled one; see
+        :mod:`saerad.features.spatial`).
     sae
         The SAE whose features ``alignment`` names.
     alignment
         ``finding, best_feature`` (the features stage's ``finding_alignment.csv``);
-        a ``best_feature`` of -1 (no feature chosen) gives a NaN row.
+        a ``best_feature`` of -1 (no feature chosen) gives a NaN row with ``n_images`` 0.
     findings
         Which findings; default every finding of ``alignment`` that SynthCXR can localise.
     split
@@ -342,45 +382,26 @@ def localise_findings(artifacts_root: str | Path, encoder, sae, alignment: pd.Da
     DataFrame
         :func:`localisation_table`, one row per finding, IoU intervals resampling patients.
     """
-    from PIL import Image
-
-    from saerad.counterfactual.images import load_finding_masks, load_pixels
-    from saerad.features.spatial import load_token_scale, spatial_attribution
     from saerad.synthcxr.catalogue import LOCALISABLE
 
     missing = {"finding", "best_feature"} - set(alignment.columns)
     if missing:
         raise ValueError(f"alignment lacks the column(s) {sorted(missing)}; expected finding_alignment.csv")
-    chosen = alignment.set_index("finding")["best_feature"]
+    chosen = alignment.drop_duplicates("finding").set_index("finding")["best_feature"]
     findings = [f for f in chosen.index if f in LOCALISABLE] if findings is None else list(findings)
     unknown = [f for f in findings if f not in chosen.index]
     if unknown:
         raise ValueError(f"alignment has no row for the finding(s) {unknown}")
-    scale = load_token_scale(artifacts_root) if token_scale is None else float(token_scale)
     rows = []
     for finding in findings:
         feature = int(chosen[finding])
-        carrying = images_with_finding(artifacts_root, finding, split)
-        if feature < 0 or carrying.empty:
-            rows.append(localisation_row(finding, feature, np.zeros((0, 1, 1)), np.zeros((0, 1, 1)),
-                                         np.zeros((0, 1, 1), dtype=bool), None))
+        if feature < 0:
+            empty = np.zeros((0, 1, 1))
+            rows.append(localisation_row(finding, feature, empty, empty, empty.astype(bool), None))
             continue
-        heatmaps, grid = [], None
-        for start in range(0, len(carrying), batch_size):
-            paths = carrying["image_path"].iloc[start:start + batch_size]
-            pictures = []
-            for path in paths:
-                with Image.open(path) as picture:
-                    pictures.append(picture.convert("RGB"))
-            result = spatial_attribution(encoder, sae, encoder.preprocess(pictures), [feature], scale)
-            heatmaps.append(result.heatmaps[:, 0])
-            grid = result.position_maps.shape[-2:]
-        heatmaps = np.concatenate(heatmaps)
-        size = heatmaps.shape[-1]
-        if heatmaps.shape[-2] != size:
-            raise ValueError(f"heat maps are {heatmaps.shape[-2:]}; masks are square, so the encoder input must be too")
-        images = load_pixels(carrying["image_path"], size)
-        masks = load_finding_masks(artifacts_root, carrying["image_path"], finding, size)
+        carrying, heatmaps, images, masks, grid = finding_maps(artifacts_root, encoder, sae, finding, feature, split,
+                                                               token_scale, batch_size)
         rows.append(localisation_row(finding, feature, heatmaps, images, masks, grid,
-                                     groups=carrying["subject_id"].to_numpy(), n_resamples=n_resamples, seed=seed))
+                                     groups=carrying["subject_id"].to_numpy() if len(carrying) else None,
+                                     n_resamples=n_resamples, seed=seed))
     return localisation_table(rows)
