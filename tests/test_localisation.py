@@ -39,12 +39,25 @@ def test_a_map_peaking_inside_the_mask_hits_and_outside_misses():
     np.testing.assert_array_equal(pointing_hits(maps, np.stack([mask, mask])), [True, False])
 
 
-def test_a_plateau_points_at_its_middle_not_its_corner():
+def test_ties_resolve_towards_the_image_centre():
     heatmap = np.zeros((1, 9, 9))
     heatmap[0, 3:6, 3:6] = 1.0
     np.testing.assert_array_equal(pointing_locations(heatmap), [[4, 4]])
     # Four tied central pixels (even side): the first of them.
     np.testing.assert_array_equal(pointing_locations(centre_prior((8, 8))[None]), [[3, 3]])
+    # A flat map points at the centre.
+    np.testing.assert_array_equal(pointing_locations(np.ones((1, 9, 9))), [[4, 4]])
+
+
+@pytest.mark.parametrize("cell", [(0, 0), (0, 2), (3, 1), (1, 2)])
+def test_an_upsampled_coarse_peak_points_at_its_cell_centre_even_at_the_border(cell):
+    from saerad.features.spatial import upsample_maps
+
+    coarse = np.zeros((4, 4))
+    coarse[cell] = 1.0
+    row, column = pointing_locations(upsample_maps(coarse[None], (128, 128)))[0]
+    # The cell's centre lies between pixels 32 i + 15 and 32 i + 16.
+    assert row in (32 * cell[0] + 15, 32 * cell[0] + 16) and column in (32 * cell[1] + 15, 32 * cell[1] + 16)
 
 
 def test_iou_of_identical_regions_is_one_and_of_disjoint_ones_zero():

@@ -6,12 +6,15 @@ per image (a feature's :mod:`saerad.features.spatial` map, or a baseline),
 two measures ask whether it lies on the mask:
 
 Pointing game
-    A hit when the map's maximum lies inside the mask. Ties (a plateau of
-    equal maxima, as an upsampled coarse map has at its borders, or the four
-    central pixels of a centred prior) are resolved by taking the maximal
-    pixel nearest to the plateau's centroid (first in row-major order on equal
-    distance), so a flat region points at its middle rather than at its
-    top-left corner. The hit rate's 95 % interval is Wilson's
+    A hit when the map's maximum lies inside the mask. Ties are resolved by
+    taking the maximal pixel nearest to the image centre (first in row-major
+    order on equal distance). Why: a bilinearly upsampled coarse map is
+    constant between a border cell's centre and the image border, so a peak in
+    a border cell is a plateau reaching the border; the pixel of the plateau
+    nearest the image centre is the cell's centre, where the map says the
+    feature is (the first tied pixel would be the image's corner). A perfectly
+    flat map thus points at the centre, as the centre prior does: it carries no
+    information and scores like no information. The hit rate's 95 % interval is Wilson's
     (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``).
 Top-area IoU
     The map's region is its ``k`` highest pixels, ``k`` = the number of mask
@@ -85,16 +88,17 @@ def _check_same_shape(maps: np.ndarray, masks: np.ndarray, name: str) -> None:
 
 
 def pointing_locations(heatmaps) -> np.ndarray:
-    """``int64 [n, 2]`` (row, column) each map points at: its maximum, ties resolved towards their centroid."""
+    """``int64 [n, 2]`` (row, column) each map points at: its maximum, ties resolved towards the image centre."""
     heatmaps = _as_maps(heatmaps, "heatmaps")
     n, height, width = heatmaps.shape
     flat = heatmaps.reshape(n, -1)
+    centre_row, centre_column = (height - 1) / 2.0, (width - 1) / 2.0
     locations = np.empty((n, 2), dtype=np.int64)
     for image in range(n):
         tied = np.flatnonzero(flat[image] == flat[image].max())
         rows, columns = np.divmod(tied, width)
-        # Nearest tied pixel to the centroid of the tied pixels: always a maximum, and central on a plateau.
-        distance = (rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2
+        # A border cell's plateau runs out to the image border; its pixel nearest the centre is the cell's centre.
+        distance = (rows - centre_row) ** 2 + (columns - centre_column) ** 2
         chosen = int(np.argmin(distance))
         locations[image] = rows[chosen], columns[chosen]
     return locations
