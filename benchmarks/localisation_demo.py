@@ -90,8 +90,9 @@ def interval(value: float, low: float, high: float, digits: int = 2) -> str:
 
 def readable(table: pd.DataFrame) -> pd.DataFrame:
     """One line per finding with the estimates and intervals written out."""
-    out = table[["finding", "feature", "n_images", "mask_share"]].copy()
-    out["mask_share"] = out["mask_share"].round(3)
+    out = table[["finding", "feature", "n_images", "mask_share", "grid_ceiling", "grid_chance"]].copy()
+    out = out.rename(columns={"grid_ceiling": "ceiling", "grid_chance": "chance"}).round(
+        {"mask_share": 3, "ceiling": 2, "chance": 2})
     for measure, label in (("hit", "hit"), ("iou", "IoU")):
         for method in ("feature", "centre", "intensity"):
             value = table[f"{method}_hit_rate" if measure == "hit" else f"{method}_iou"]

@@ -91,6 +91,34 @@ def test_centre_prior_peaks_in_the_middle_and_intensity_is_as_coarse_as_the_grid
     np.testing.assert_array_equal(intensity_maps(images), images)
 
 
+@pytest.mark.parametrize("cell", [(0, 0), (0, 3), (2, 1), (3, 3)])
+def test_every_upsampled_peak_lands_on_a_reachable_pixel_of_its_cell(cell):
+    from saerad.features.localisation import grid_pointing_pixels
+    from saerad.features.spatial import upsample_maps
+
+    coarse = np.random.default_rng(sum(cell)).random((4, 4))
+    coarse[cell] = 2.0
+    row, column = pointing_locations(upsample_maps(coarse[None], (128, 128)))[0]
+    reachable = grid_pointing_pixels((4, 4), (128, 128))
+    assert reachable[cell][row, column]
+    assert reachable.sum(axis=(2, 3)).tolist() == [[4] * 4] * 4  # 2 × 2 pixels per cell at 32 px per cell
+
+
+def test_grid_ceiling_and_chance():
+    from saerad.features.localisation import grid_pointing_reach
+
+    masks = np.zeros((3, 8, 8), dtype=bool)
+    masks[0, 1:3, 1:3] = True  # covers the centre pixels of cell (0, 0) of a 2 × 2 grid
+    masks[1, 0, 0] = True  # a corner pixel: no cell centre
+    masks[2] = True  # everything
+    reach = grid_pointing_reach(masks, (2, 2))
+    np.testing.assert_array_equal(reach.sum(axis=1), [1, 0, 4])
+    row = localisation_row("x", 0, np.random.default_rng(0).random((3, 8, 8)), np.zeros((3, 8, 8)), masks, (2, 2))
+    assert row["grid_ceiling"] == pytest.approx(2 / 3)
+    assert row["grid_chance"] == pytest.approx((1 / 4 + 0 + 1) / 3)
+    assert np.isnan(localisation_row("x", 0, np.zeros((3, 8, 8)), np.zeros((3, 8, 8)), masks, None)["grid_ceiling"])
+
+
 def test_intervals_contain_their_estimate():
     low, high = wilson_interval(7, 10)
     assert low < 0.7 < high

@@ -38,6 +38,16 @@ Baselines, scored the same way on the same images and masks:
     feature map): what "the finding is where the image is bright" achieves
     (opacities, metal and bone are bright on a radiograph).
 
+Resolution ceiling. A map upsampled bilinearly from an ``h × w`` grid peaks
+next to one of its cell centres (a bilinear surface is largest at a node), so
+the pointing game can land only on the one or two pixels nearest each cell
+centre along each axis (:func:`grid_pointing_pixels`). A small mask that
+covers none of them cannot be hit by the feature or the intensity map, however
+right they are: ``grid_ceiling`` is the share of images whose mask covers one
+(the best hit rate any map on that grid can reach), ``grid_chance`` the hit
+rate of pointing at a uniformly random cell. Read the feature's hit rate
+against these two.
+
 Images whose mask is empty at the map's resolution (the finding is labelled
 but nothing was drawn) are left out and counted in ``n_empty_mask``; a finding
 without any scorable image gets a row of NaN, not an error.
@@ -147,6 +157,35 @@ def top_area_iou(heatmaps, masks) -> np.ndarray:
     """IoU of each map's top-area region (area = its mask's pixel count) with the mask."""
     masks = _as_maps(masks, "masks").astype(bool)
     return region_iou(top_area_regions(heatmaps, masks.sum(axis=(1, 2))), masks)
+
+
+def grid_pointing_pixels(grid: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """``bool [h, w, H, W]``: for each cell of the grid, the pixels nearest its centre where a peak can land.
+
+    With ``align_corners=False`` (:func:`saerad.features.spatial.upsample_maps`)
+    cell ``i``'s centre is at pixel coordinate ``(i + 0.5) H / h - 0.5``; the
+    pixels on either side of it (one pixel when it falls on one) are kept.
+    """
+    (cells_h, cells_w), (height, width) = (tuple(int(g) for g in grid), tuple(int(s) for s in shape))
+    if min(cells_h, cells_w) < 1 or cells_h > height or cells_w > width:
+        raise ValueError(f"grid must be between 1 × 1 and the image size {shape}, got {grid}")
+
+    def nearest(cells: int, size: int) -> np.ndarray:
+        centres = (np.arange(cells) + 0.5) * size / cells - 0.5
+        near = np.zeros((cells, size), dtype=bool)
+        near[np.arange(cells), np.floor(centres).astype(int)] = True
+        near[np.arange(cells), np.ceil(centres).astype(int)] = True
+        return near
+
+    rows, columns = nearest(cells_h, height), nearest(cells_w, width)
+    return rows[:, None, :, None] & columns[None, :, None, :]
+
+
+def grid_pointing_reach(masks, grid: tuple[int, int]) -> np.ndarray:
+    """``bool [n, h · w]``: which cells' peak pixels (:func:`grid_pointing_pixels`) lie in each mask."""
+    masks = _as_maps(masks, "masks").astype(bool)
+    pixels = grid_pointing_pixels(grid, masks.shape[1:]).reshape(-1, *masks.shape[1:])
+    return np.einsum("nij,cij->nc", masks.astype(np.int64), pixels.astype(np.int64)) > 0
 
 
 # -- baselines ---------------------------------------------------------------------------------------------------
@@ -261,13 +300,18 @@ def localisation_row(finding: str, feature: int, heatmaps, images, masks, grid: 
     Arguments as :func:`score_methods`, plus ``groups`` (one patient id per
     image, for the cluster bootstrap of the IoU; None resamples images) and
     the bootstrap's ``n_resamples``, ``seed`` and ``level``. Images with an
-    empty mask are dropped and counted. With no image left every measure is NaN.
+    empty mask are dropped and counted. With no image left every measure is NaN;
+    without a ``grid``, so are ``grid_ceiling`` and ``grid_chance``.
     """
     masks = _as_maps(masks, "masks").astype(bool)
     filled = masks.sum(axis=(1, 2)) > 0
     row: dict = {"finding": finding, "feature": int(feature), "n_images": int(filled.sum()),
                  "n_empty_mask": int((~filled).sum()),
-                 "mask_share": float(masks[filled].mean()) if filled.any() else float("nan")}
+                 "mask_share": float(masks[filled].mean()) if filled.any() else float("nan"),
+                 "grid_ceiling": float("nan"), "grid_chance": float("nan")}
+    if filled.any() and grid is not None:
+        reach = grid_pointing_reach(masks[filled], grid)
+        row.update(grid_ceiling=float(reach.any(axis=1).mean()), grid_chance=float(reach.mean()))
     if not filled.any():
         row.update({f"{method}_{column}": float("nan") for method in METHODS for column in MEASURE_COLUMNS})
         return row
@@ -285,7 +329,7 @@ def localisation_row(finding: str, feature: int, heatmaps, images, masks, grid: 
 
 def localisation_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     """Rows of :func:`localisation_row` as a table with a fixed column order."""
-    columns = ["finding", "feature", "n_images", "n_empty_mask", "mask_share"] + [
+    columns = ["finding", "feature", "n_images", "n_empty_mask", "mask_share", "grid_ceiling", "grid_chance"] + [
         f"{method}_{column}" for method in METHODS for column in MEASURE_COLUMNS]
     return pd.DataFrame(list(rows), columns=columns)
 
