@@ -2,6 +2,8 @@
 
 ``activations``  sparse activations chunk by chunk, streaming per-feature statistics and top-k studies
 ``alignment``    AUROC of each feature for each planted SynthCXR finding, best feature per finding
+``spatial``      where in the image a feature's pre-activation comes from (mean-pooled encoders, exact)
+``localisation`` pointing game and IoU of those maps against SynthCXR's planted masks, with baselines
 """
 
 from saerad.features.activations import (
@@ -27,11 +29,14 @@ from saerad.features.alignment import (
     ground_truth_labels,
     recovered_fraction,
 )
+from saerad.features.localisation import localisation_row, localisation_table, localise_findings
+from saerad.features.spatial import SpatialAttribution, SpatialAttributionError, spatial_attribution
 
 __all__ = [
     "QUANTILES", "SparseEncoding", "StreamingFeatureStats", "StreamingTopK", "column_quantiles",
     "encode_dataset_to_sparse", "feature_statistics", "iter_activation_chunks", "iter_csr_chunks",
     "load_sparse_encoding", "sparse_feature_activations", "stack_chunks", "top_activating_studies",
     "align_to_ground_truth", "feature_alignment", "feature_finding_auroc", "finding_alignment",
-    "ground_truth_labels", "recovered_fraction",
+    "ground_truth_labels", "recovered_fraction", "localisation_row", "localisation_table", "localise_findings",
+    "SpatialAttribution", "SpatialAttributionError", "spatial_attribution",
 ]
