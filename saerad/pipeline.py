@@ -307,7 +307,8 @@ def run(
         chapter = root / EXECUTED_CHAPTERS / stage.notebook
         missing = records.missing_outputs(stage_dir, stage.declared_outputs(parameters))
         missing += [] if chapter.exists() else [f"the executed chapter {_display_path(chapter)}"]
-        reason = "--force" if force else records.stale_reason(record, fingerprint, missing)
+        reason = "--force" if force else records.stale_reason(
+            record, fingerprint, missing, parameters, {name: fingerprints[name] for name in reads})
         if reason is None:
             print(f"[{stage.name}] up to date (use --force to re-run)", flush=True)
             outcome[stage.name] = "up to date"

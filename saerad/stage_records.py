@@ -84,7 +84,8 @@ def not_ok_reason(record: dict[str, Any] | None) -> str | None:
     return f"its record has an unknown status {status!r}"
 
 
-def stale_reason(record: dict[str, Any] | None, fingerprint: str, missing: list[str]) -> str | None:
+def stale_reason(record: dict[str, Any] | None, fingerprint: str, missing: list[str],
+                 parameters: dict[str, Any] | None = None, upstream: dict[str, str] | None = None) -> str | None:
     """Why a stage must run (None when it is up to date).
 
     Parameters
@@ -92,15 +93,40 @@ def stale_reason(record: dict[str, Any] | None, fingerprint: str, missing: list[
     record
         The stage's record (:func:`read_record`).
     fingerprint
-        What the stage would run with now: notebook, parameters, package and upstream fingerprints.
+        What the stage would run with now: notebook, parameters, package and the fingerprints of the stages
+        it reads.
     missing
         Its declared outputs that are absent (:func:`missing_outputs`).
+    parameters, upstream
+        The parameters and read stages' fingerprints it would run with, to name what changed.
     """
     problem = not_ok_reason(record)
     if problem:
         return problem
     if record.get("fingerprint") != fingerprint:
-        return "its notebook, parameters, package code or an upstream stage changed"
+        return _what_changed(record, parameters, upstream)
     if missing:
         return f"output(s) missing: {', '.join(missing)}"
     return None
+
+
+def _what_changed(record: dict[str, Any], parameters: dict[str, Any] | None,
+                  upstream: dict[str, str] | None) -> str:
+    """The parameters or read stages that differ from the record, else the code."""
+    import json
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    recorded = record.get("parameters", {})
+    changed = sorted(name for name in set(recorded) | set(parameters or {})
+                     if parameters is not None and not same(recorded.get(name), parameters.get(name)))
+    if changed:
+        return "parameter(s) changed: " + ", ".join(
+            f"{name} {recorded.get(name)!r} -> {parameters.get(name)!r}" for name in changed)
+    if upstream is not None and "upstream" in record:
+        stages = sorted(name for name in set(record["upstream"]) | set(upstream)
+                        if record["upstream"].get(name) != upstream.get(name))
+        if stages:
+            return "a stage it reads changed: " + ", ".join(stages)
+    return "its notebook or the package code changed"

@@ -161,7 +161,7 @@ Path(artifacts_root, 'side', 'label.txt').write_text(label)
 """
 
 
-def test_a_change_re_runs_only_the_stages_that_read_it(book):
+def test_a_change_re_runs_only_the_stages_that_read_it(book, capsys):
     root, kwargs = book
     notebooks = kwargs["notebooks_dir"]
     _notebook(notebooks / "02_side.ipynb", 'profile = "demo"\nseed = 0\nartifacts_root = "x"\nlabel = "a"\n', SIDE)
@@ -170,12 +170,15 @@ def test_a_change_re_runs_only_the_stages_that_read_it(book):
               Stage("second", "01_second.ipynb", "Second", reads=("first",)))
     kwargs = {**kwargs, "stages": stages}
     assert run("demo", **kwargs) == {"first": "ran", "side": "ran", "second": "ran"}
+    capsys.readouterr()
     assert run("demo", assignments=["side.label=b"], **kwargs) == {
         "first": "up to date", "side": "ran", "second": "up to date"}
+    assert "(parameter(s) changed: label 'a' -> 'b')" in capsys.readouterr().out
     assert _record(root, "demo", "second")["upstream"] == {"first": _record(root, "demo", "first")["fingerprint"]}
     # What a stage reads changing still re-runs it.
     assert run("demo", assignments=["side.label=b", "first.value=7"], **kwargs) == {
         "first": "ran", "side": "ran", "second": "ran"}
+    assert "[second] running 01_second.ipynb (a stage it reads changed: first)" in capsys.readouterr().out
     # A stage nobody selected reads need not have run: "second" alone checks "first", not "side".
     (root / "artifacts/demo/side/label.txt").unlink()
     assert run("demo", only=["second"], assignments=["side.label=b", "first.value=7"], **kwargs) == {
