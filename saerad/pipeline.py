@@ -57,6 +57,7 @@ from saerad import stage_records as records
 from saerad.paths import REPO_ROOT, project_path
 from saerad.preflight import PreflightError, check_stage
 from saerad.params import (
+    EXECUTION_ONLY_PARAMETERS,
     ParameterError,
     load_profile,
     notebook_parameters,
@@ -190,9 +191,12 @@ def package_fingerprint() -> str:
 
 
 def stage_fingerprint(notebook: Path, parameters: dict[str, Any], upstream: list[str], package: str) -> str:
+    """Hash of what a stage's results depend on (execution-only parameters, such as where the artifacts
+    live or how many processes train, are left out: :data:`saerad.params.EXECUTION_ONLY_PARAMETERS`)."""
     digest = hashlib.sha256()
     digest.update(notebook.read_bytes())
-    digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    digest.update(json.dumps({name: value for name, value in parameters.items()
+                              if name not in EXECUTION_ONLY_PARAMETERS}, sort_keys=True, default=str).encode())
     digest.update(package.encode())
     for fingerprint in upstream:
         digest.update(fingerprint.encode())
@@ -299,6 +303,14 @@ def run(
                     f"stage {needing!r} needs the artifacts of {stage.name!r} for profile {profile!r}, but {problem}: "
                     f"run `python -m saerad.pipeline --profile {profile} --from {stage.name}`"
                 )
+            outdated = [name for name in stage_reads(stage, stages)
+                        if name in record.get("upstream", {}) and record["upstream"][name] != fingerprints[name]]
+            if outdated:
+                needing = next(later.name for later in selected if stage.name in needed_stages([later], stages))
+                raise StageFailed(
+                    f"stage {needing!r} needs the artifacts of {stage.name!r} for profile {profile!r}, but they were "
+                    f"made from an earlier run of {', '.join(map(repr, outdated))}: run `python -m saerad.pipeline "
+                    f"--profile {profile} --from {stage.name}` (with the same --set values)")
             fingerprints[stage.name] = record["fingerprint"]
             continue
         reads = stage_reads(stage, stages)
@@ -545,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ParameterError, StageFailed, PreflightError, PublishError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ParameterError) else 1
+    except OSError as error:  # e.g. an artifacts folder that cannot be written: the path and the reason
+        print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
     return 0
 
 

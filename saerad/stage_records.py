@@ -26,6 +26,8 @@ from saerad.io import read_json, write_json
 
 RECORD_NAME = "stage.json"
 RUNNING, OK, FAILED, INTERRUPTED = "running", "ok", "failed", "interrupted"
+#: Not written to disk: what :func:`read_record` returns for a record that is not valid JSON.
+UNREADABLE = "unreadable"
 
 
 def read_record(stage_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -33,9 +35,13 @@ def read_record(stage_dir: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(stage_dir) / RECORD_NAME
     if not path.exists():
         return None
-    record = read_json(path)
+    try:
+        record = read_json(path)
+    except ValueError as error:
+        # A record cut short (a full disk, an editor) vouches for nothing: the stage runs again.
+        return {"status": UNREADABLE, "error": str(error)}
     if not isinstance(record, dict):
-        raise ValueError(f"{path}: expected a JSON object (a stage record), got {type(record).__name__}")
+        return {"status": UNREADABLE, "error": f"{path}: expected a JSON object, got {type(record).__name__}"}
     return record
 
 
@@ -81,6 +87,8 @@ def not_ok_reason(record: dict[str, Any] | None) -> str | None:
         return "its last run was interrupted"
     if status == FAILED:
         return f"its last run failed (the error is in {RECORD_NAME})"
+    if status == UNREADABLE:
+        return f"its record is unreadable ({record.get('error', '?')})"
     return f"its record has an unknown status {status!r}"
 
 
@@ -118,9 +126,12 @@ def _what_changed(record: dict[str, Any], parameters: dict[str, Any] | None,
     def same(a: Any, b: Any) -> bool:
         return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
+    from saerad.params import EXECUTION_ONLY_PARAMETERS
+
     recorded = record.get("parameters", {})
     changed = sorted(name for name in set(recorded) | set(parameters or {})
-                     if parameters is not None and not same(recorded.get(name), parameters.get(name)))
+                     if parameters is not None and name not in EXECUTION_ONLY_PARAMETERS
+                     and not same(recorded.get(name), parameters.get(name)))
     if changed:
         return "parameter(s) changed: " + ", ".join(
             f"{name} {recorded.get(name)!r} -> {parameters.get(name)!r}" for name in changed)

@@ -532,6 +532,15 @@ def test_rejected_key_stops_after_three_requests_with_our_message(server, tmp_pa
     assert len(server.model_requests()) == 3 and sleeps.delays == []
 
 
+def test_an_endpoint_or_model_that_does_not_exist_stops_after_three_requests(server, tmp_path, sleeps):
+    server.script.extend([(404, {})] * 10)
+    client = anthropic_client(server, tmp_path, sleeps, max_concurrency=1)
+    with pytest.raises(LLMUnavailableError) as stop:
+        client.complete_many([Prompt(f"p{i}") for i in range(10)], progress=False)
+    assert "endpoint or model does not exist" in str(stop.value) and "HTTP 404" in str(stop.value)
+    assert len(server.model_requests()) == 3
+
+
 def test_other_failures_do_not_trip_the_breaker(server, tmp_path, sleeps):
     server.script.extend([(503, {})] * 8)
     client = anthropic_client(server, tmp_path, sleeps, max_concurrency=1, max_attempts=1)

@@ -319,3 +319,51 @@ def test_from_a_stage_needs_its_predecessors(book):
     root, kwargs = book
     with pytest.raises(StageFailed, match="needs the artifacts of 'first'.*has not run"):
         run("demo", start="second", **kwargs)
+
+
+def test_a_stage_made_from_an_earlier_run_of_what_it_reads_is_refused(book):
+    root, kwargs = book
+    notebooks = kwargs["notebooks_dir"]
+    _notebook(notebooks / "02_side.ipynb", 'profile = "demo"\nseed = 0\nartifacts_root = "x"\nlabel = "a"\n', SIDE)
+    stages = (STAGES[0], Stage("side", "02_side.ipynb", "Side", ("label.txt",), reads=("first",)),
+              Stage("second", "01_second.ipynb", "Second", reads=("side",)))
+    kwargs = {**kwargs, "stages": stages}
+    run("demo", **kwargs)
+    run("demo", only=["first"], assignments=["first.value=7"], **kwargs)
+    # "side" still holds what the old "first" gave it: "second" must not run on it, nor pass as up to date.
+    with pytest.raises(StageFailed, match="needs the artifacts of 'side'.*earlier run of 'first'.*--from side"):
+        run("demo", only=["second"], assignments=["first.value=7"], **kwargs)
+    assert run("demo", start="side", assignments=["first.value=7"], **kwargs) == {"side": "ran", "second": "ran"}
+
+
+def test_an_unreadable_record_makes_its_stage_run_again(book, capsys):
+    root, kwargs = book
+    run("demo", **kwargs)
+    record = root / "artifacts/demo/first/stage.json"
+    record.write_text(record.read_text()[:40])
+    capsys.readouterr()
+    assert run("demo", **kwargs)["first"] == "ran"
+    assert "its record is unreadable" in capsys.readouterr().out
+    assert _record(root, "demo", "first")["status"] == "ok"
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_not_a_traceback(monkeypatch, capsys):
+    from saerad import pipeline
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "artifacts/demo/features/.stage.json.tmp")
+
+    monkeypatch.setattr(pipeline, "run", refuse)
+    assert pipeline.main(["--profile", "demo"]) == 1
+    assert capsys.readouterr().err == "error: Permission denied: artifacts/demo/features/.stage.json.tmp\n"
+
+
+def test_where_the_artifacts_live_is_not_part_of_a_stage_fingerprint(tmp_path):
+    from saerad.pipeline import stage_fingerprint
+
+    notebook = tmp_path / "n.ipynb"
+    notebook.write_text("{}")
+    here = stage_fingerprint(notebook, {"value": 1, "artifacts_root": "artifacts/demo", "training_workers": None},
+                             [], "package")
+    assert here == stage_fingerprint(notebook, {"value": 1, "artifacts_root": "/abs/artifacts/demo"}, [], "package")
+    assert here != stage_fingerprint(notebook, {"value": 2, "artifacts_root": "artifacts/demo"}, [], "package")

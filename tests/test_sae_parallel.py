@@ -100,3 +100,43 @@ def test_the_chapter_plan_follows_its_switches(tmp_path):
                run_ablation=False, run_matryoshka=False)
     jobs, _ = chapter_plan.sae_chapter_jobs(train, test, config, tmp_path, **off)
     assert [job.run.name for job in chapter_plan.all_jobs(jobs)] == ["sae_rad_main", "conerly", "sae_rad_main"]
+
+
+def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
+    """A SIGKILLed pipeline must not leave workers training into the stage's folders (fault trial, issue 24)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    started = tmp_path / "started"
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from pathlib import Path\n"
+        "from dataclasses import replace\n"
+        "import test_sae_parallel as t\n"
+        "from saerad.sae.parallel import train_jobs\n"
+        "jobs = [replace(job, train_config=replace(job.train_config, steps=10**7, checkpoint_every=10**6))\n"
+        "        for job in t._jobs(Path(%r))[:2]]\n"
+        "Path(%r).write_text('go')\n"
+        "train_jobs(jobs, workers=2)\n"
+    ) % (os.path.dirname(__file__), str(tmp_path), str(started))
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.time() + 60
+        workers = []
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            if started.exists():
+                workers = [child for child in psutil.Process(parent.pid).children(recursive=True)
+                           if "resource_tracker" not in " ".join(child.cmdline())]
+        assert len(workers) >= 2, "the workers did not start"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, f"workers outlived their parent: {[worker.pid for worker in alive]}"
+    finally:
+        for child in psutil.Process().children(recursive=True):
+            child.kill()

@@ -151,3 +151,18 @@ def test_sweep_reports_names_unknown_folders_and_honours_a_given_tau(tmp_path, e
     summary = pd.read_csv(tmp_path / "sweep_summary.csv")
     assert summary["tau_chosen_by"].tolist() == ["argument"]
     assert not (root / "metrics" / "sae_sweep" / "x2" / "tau_study.csv").exists()
+
+
+def test_a_missing_table5_says_when_the_sae_stage_switched_it_off(tmp_path):
+    import json
+
+    import pytest
+
+    from saerad.reports.sae_sweep import table5_sweep_names
+
+    with pytest.raises(FileNotFoundError, match="run the sae stage first"):
+        table5_sweep_names(tmp_path)
+    (tmp_path / "sae").mkdir()
+    (tmp_path / "sae" / "stage.json").write_text(json.dumps({"status": "ok", "parameters": {"run_table5": False}}))
+    with pytest.raises(FileNotFoundError, match="run_table5=false.*score_sae_sweep=false"):
+        table5_sweep_names(tmp_path)

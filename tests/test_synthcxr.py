@@ -300,3 +300,14 @@ def test_attributes_are_complete_for_present_findings():
             if finding["present"]:
                 assert set(FINDING_ATTRIBUTES[name]) <= set(finding), name
         assert sorted(PATHOLOGY_FINDINGS + DEVICES) == sorted(FINDINGS)
+
+
+def test_a_world_without_patients_is_refused_before_anything_is_deleted(tmp_path):
+    from saerad.data import make_synthcxr
+
+    world = tmp_path / "synthcxr"
+    world.mkdir()
+    (world / "synthcxr-config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"n_patients must be at least 1 \(data.n_patients\), got 0"):
+        make_synthcxr(world, n_patients=0, image_size=64, max_studies_per_patient=2, seed=0)
+    assert (world / "synthcxr-config.json").exists()

@@ -12,8 +12,8 @@ from tqdm import tqdm
 from .cache import ResponseCache, cache_key
 from .pricing import Price, estimate_cost
 from .retry import RetryPolicy, call_with_retry
-from .types import (AUTH_FAILURE, CONNECTION_FAILURE, UNAVAILABLE_KINDS, Completion, LLMUnavailableError, Prompt,
-                    Reply)
+from .types import (AUTH_FAILURE, CONNECTION_FAILURE, ENDPOINT_FAILURE, UNAVAILABLE_KINDS, Completion,
+                    LLMUnavailableError, Prompt, Reply)
 
 #: Consecutive requests that fail for want of a connection or of valid credentials before the client stops.
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 3
@@ -278,7 +278,10 @@ class LLMClient:
         base_url = getattr(self.backend, "base_url", None)
         if base_url:
             where += f" at {base_url}"
-        if kind == AUTH_FAILURE:
+        if kind == ENDPOINT_FAILURE:
+            what = ("the service answers that this endpoint or model does not exist: check llm_base_url and the "
+                    "model name")
+        elif kind == AUTH_FAILURE:
             what = ("the service has no valid credentials for this client: check the API key (ANTHROPIC_API_KEY, "
                     "OPENAI_API_KEY, or the platform's credentials)")
         else:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
-from .types import AUTH_FAILURE, CONNECTION_FAILURE, PermanentError, TransientError
+from .types import AUTH_FAILURE, CONNECTION_FAILURE, ENDPOINT_FAILURE, PermanentError, TransientError
 
 T = TypeVar("T")
 
@@ -24,6 +24,8 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 409, 429})
 # 401 missing/invalid key, 403 key without access: every further request would fail the same way.
 AUTH_STATUSES = frozenset({401, 403})
+#: Statuses that say the URL or the model does not exist: no prompt can succeed (they trip the breaker).
+NOT_FOUND_STATUSES = frozenset({404, 405})
 #: Seconds to wait for a connection (the request itself may take the full timeout): a dead network
 #: should cost seconds per attempt, not minutes.
 CONNECT_TIMEOUT_S = 10.0
@@ -184,6 +186,8 @@ def classify_sdk_error(error: Exception, sdk) -> Exception:
             return TransientError(f"HTTP {status}: {message}", parse_retry_after(error.response.headers))
         if status in AUTH_STATUSES:
             return PermanentError(f"HTTP {status}: {message} (the service rejected the credentials)", AUTH_FAILURE)
+        if status in NOT_FOUND_STATUSES:
+            return PermanentError(f"HTTP {status}: {message} (no such endpoint or model)", ENDPOINT_FAILURE)
         return PermanentError(f"HTTP {status}: {message}")
     if isinstance(error, sdk.APIConnectionError):  # includes timeouts
         return TransientError(f"connection error: {_connection_detail(error)}", kind=CONNECTION_FAILURE)

@@ -103,7 +103,9 @@ class BackendError(Exception):
 #: credentials missing or rejected. A run of them stops the client (see ``LLMClient``'s circuit breaker).
 CONNECTION_FAILURE = "connection"
 AUTH_FAILURE = "auth"
-UNAVAILABLE_KINDS = (CONNECTION_FAILURE, AUTH_FAILURE)
+#: HTTP 404/405: the URL path or the model name does not exist, so no prompt can succeed either.
+ENDPOINT_FAILURE = "endpoint"
+UNAVAILABLE_KINDS = (CONNECTION_FAILURE, AUTH_FAILURE, ENDPOINT_FAILURE)
 
 
 class TransientError(BackendError):

@@ -80,7 +80,16 @@ def table5_sweep_names(artifacts_root: str | Path) -> list[str]:
     """The SAE chapter's Table 5 sweep (``sae/table5.csv``): sparse SAEs by size, then the dense ones by size."""
     path = Path(artifacts_root) / "sae" / "table5.csv"
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the sae stage first, or name the SAE folders")
+        from saerad.params import stage_parameters
+
+        if (Path(artifacts_root) / "sae" / "stage.json").exists() and \
+                not stage_parameters(artifacts_root, "sae").get("run_table5", True):
+            raise FileNotFoundError(
+                f"{path} does not exist because the sae stage ran with run_table5=false: set "
+                "metrics.score_sae_sweep=false, or name SAE folders in metrics.table2_saes, or re-run the sae stage "
+                "with sae.run_table5=true")
+        raise FileNotFoundError(f"{path} does not exist: run the sae stage first, or name the SAE folders "
+                                "(metrics.table2_saes)")
     table = pd.read_csv(path)
     missing = {"name", "expansion_factor"} - set(table.columns)
     if missing:

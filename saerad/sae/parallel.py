@@ -85,6 +85,23 @@ def torch_threads(count: int):
         torch.set_num_threads(before)
 
 
+def _exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """Worker initialiser: end this process when the one that started it is gone.
+
+    A pipeline killed with SIGKILL takes its kernel with it, but not the kernel's worker processes: they
+    would go on training into the stage's folders, under a record that a later run writes for other
+    settings. A daemon thread watches the parent (Linux re-parents an orphan, so its parent id changes).
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _train_one(job: TrainingJob, threads: int) -> tuple[str, float, float]:
     """Worker: train one job on ``threads`` threads; returns its name, its training seconds and wall time."""
     started = time.perf_counter()
@@ -172,7 +189,8 @@ def train_jobs(jobs: Sequence[TrainingJob], workers: int | None = None, threads_
     else:
         # "spawn", not "fork": a forked child of a process whose OpenMP pool already ran can hang.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(ordered)), mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(ordered)), mp_context=context,
+                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_train_one, job, threads_per_run): job for job in ordered}
             for future in as_completed(futures):
                 error = future.exception()

@@ -74,6 +74,16 @@ class SynthCXRConfig:
     n_defects: int = 8
     jpeg_quality: int = 95
 
+    def __post_init__(self) -> None:
+        # Checked before anything is generated or deleted: the data stage replaces the previous world.
+        if self.n_patients < 1:
+            raise ValueError(f"SynthCXR: n_patients must be at least 1 (data.n_patients), got {self.n_patients}")
+        if self.image_size < 16:
+            raise ValueError(f"SynthCXR: image_size must be at least 16 pixels (data.image_size), got {self.image_size}")
+        if self.max_studies_per_patient < 1:
+            raise ValueError("SynthCXR: max_studies_per_patient must be at least 1 (data.max_studies_per_patient), "
+                             f"got {self.max_studies_per_patient}")
+
 
 @dataclass
 class ImageRecord:
