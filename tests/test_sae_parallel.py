@@ -60,6 +60,17 @@ def test_jobs_of_one_folder_train_once_and_clashing_settings_are_left_to_their_c
     assert clashing == [other_steps]
 
 
+def test_runs_of_one_name_in_two_folders_are_two_runs(tmp_path):
+    first, *_ = _jobs(tmp_path / "one")
+    longer = replace(first, train_config=replace(first.train_config, steps=60), stage_dir=tmp_path / "two")
+    lines = []
+    table = train_jobs([first, longer], workers=1, log=lines.append)
+    assert len(table) == 2 and table["steps"].tolist() == [40, 60]
+    assert lines[0].startswith("[1/2]") and lines[1].startswith("[2/2]")
+    assert table["train_seconds"].iloc[0] != table["train_seconds"].iloc[1]
+    assert (tmp_path / "one" / "a" / "cfg.json").exists() and (tmp_path / "two" / "a" / "cfg.json").exists()
+
+
 def test_a_failing_run_is_named(tmp_path):
     job = _jobs(tmp_path)[0]
     bad = replace(job, train_tokens=np.full_like(job.train_tokens, np.nan))

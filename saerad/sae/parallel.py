@@ -102,12 +102,12 @@ def _exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _train_one(job: TrainingJob, threads: int) -> tuple[str, float, float]:
+def _train_one(job: TrainingJob, threads: int) -> tuple[float, float]:
     """Worker: train one job on ``threads`` threads; returns its name, its training seconds and wall time."""
     started = time.perf_counter()
     with torch_threads(threads):
         result = train_run(job.run, job.train_tokens, job.test_tokens, job.train_config, job.stage_dir)
-    return job.run.name, result.seconds, time.perf_counter() - started
+    return result.seconds, time.perf_counter() - started
 
 
 def distinct_jobs(jobs: Sequence[TrainingJob]) -> tuple[list[TrainingJob], list[TrainingJob]]:
@@ -168,12 +168,13 @@ def train_jobs(jobs: Sequence[TrainingJob], workers: int | None = None, threads_
             + ", ".join(job.run.name for job in clashing))
     # Longest first, so that no long run starts last while the other workers sit idle.
     ordered = sorted(distinct, key=lambda job: -job.cost)
-    finished: dict[str, tuple[float, float]] = {}
+    # By folder: two runs of one name in different folders (a variant's own folder) are two runs.
+    finished: dict[Path, tuple[float, float]] = {}
 
-    def record(name: str, train_seconds: float, wall_seconds: float) -> None:
-        finished[name] = (train_seconds, wall_seconds)
+    def record(job: TrainingJob, train_seconds: float, wall_seconds: float) -> None:
+        finished[job.out_dir] = (train_seconds, wall_seconds)
         if log:
-            log(f"[{len(finished)}/{len(ordered)}] {name}: trained in {train_seconds:.0f} s")
+            log(f"[{len(finished)}/{len(ordered)}] {job.run.name}: trained in {train_seconds:.0f} s")
 
     def failed(job: TrainingJob, error: BaseException) -> RuntimeError:
         return RuntimeError(f"training the SAE {job.run.name!r} ({job.out_dir}) failed: "
@@ -185,7 +186,7 @@ def train_jobs(jobs: Sequence[TrainingJob], workers: int | None = None, threads_
                 outcome = _train_one(job, threads_per_run)
             except Exception as error:
                 raise failed(job, error) from error
-            record(*outcome)
+            record(job, *outcome)
     else:
         # "spawn", not "fork": a forked child of a process whose OpenMP pool already ran can hang.
         context = multiprocessing.get_context("spawn")
@@ -198,10 +199,10 @@ def train_jobs(jobs: Sequence[TrainingJob], workers: int | None = None, threads_
                     for other in futures:
                         other.cancel()  # runs already training go on to their end; each keeps its checkpoints
                     raise failed(futures[future], error) from error
-                record(*future.result())
+                record(futures[future], *future.result())
     rows = []
     for job in distinct:
-        train_seconds, wall_seconds = finished[job.run.name]
+        train_seconds, wall_seconds = finished[job.out_dir]
         rows.append({"name": job.run.name, "purpose": job.purpose, "detail": job.detail, "preset": job.run.preset,
                      "expansion_factor": job.run.expansion_factor, "steps": job.train_config.steps,
                      "training_tokens": len(job.train_tokens), "train_seconds": train_seconds,
