@@ -294,23 +294,21 @@ def run(
         if stage not in selected:
             if stage.name not in needed:
                 continue
-            # Not run now, but a selected stage reads its artifacts: they must be complete.
+            # Not run now, but a selected stage reads its artifacts: they must be complete, and made from
+            # the current runs of the stages they were read from.
             problem = records.not_ok_reason(record) or _missing_text(
                 stage, stage_dir, {**parameters, **record.get("parameters", {})})
+            outdated = [] if problem else [
+                name for name in stage_reads(stage, stages)
+                if name in record.get("upstream", {}) and record["upstream"][name] != fingerprints[name]]
+            if outdated:
+                problem = f"they were made from an earlier run of {', '.join(map(repr, outdated))}"
             if problem:
                 needing = next(later.name for later in selected if stage.name in needed_stages([later], stages))
                 raise StageFailed(
                     f"stage {needing!r} needs the artifacts of {stage.name!r} for profile {profile!r}, but {problem}: "
                     f"run `python -m saerad.pipeline --profile {profile} --from {stage.name}`"
-                )
-            outdated = [name for name in stage_reads(stage, stages)
-                        if name in record.get("upstream", {}) and record["upstream"][name] != fingerprints[name]]
-            if outdated:
-                needing = next(later.name for later in selected if stage.name in needed_stages([later], stages))
-                raise StageFailed(
-                    f"stage {needing!r} needs the artifacts of {stage.name!r} for profile {profile!r}, but they were "
-                    f"made from an earlier run of {', '.join(map(repr, outdated))}: run `python -m saerad.pipeline "
-                    f"--profile {profile} --from {stage.name}` (with the same --set values)")
+                    + (" (with the same --set values)" if outdated else ""))
             fingerprints[stage.name] = record["fingerprint"]
             continue
         reads = stage_reads(stage, stages)

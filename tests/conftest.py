@@ -3,7 +3,6 @@ both written by the tests themselves (nothing is downloaded)."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 from pathlib import Path
@@ -12,6 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+
+# One definition of the thread-count context, shared with the package (test_distributed imports it from here).
+from saerad.sae.parallel import torch_threads  # noqa: F401
 
 CHEXPERT = [
     "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
@@ -356,16 +358,3 @@ def one_thread():
     """Tiny models: a second thread only adds synchronisation on a shared 2-core machine."""
     with torch_threads(1):
         yield
-
-
-@contextlib.contextmanager
-def torch_threads(count: int):
-    """Run the block with ``count`` intra-op torch threads, then restore the previous number."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

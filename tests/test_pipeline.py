@@ -161,14 +161,18 @@ Path(artifacts_root, 'side', 'label.txt').write_text(label)
 """
 
 
+def _with_side_stage(kwargs: dict, second_reads: tuple[str, ...]) -> dict:
+    """The test's stages with a third, "side", between them in run order; it reads "first"."""
+    _notebook(kwargs["notebooks_dir"] / "02_side.ipynb",
+              'profile = "demo"\nseed = 0\nartifacts_root = "x"\nlabel = "a"\n', SIDE)
+    stages = (STAGES[0], Stage("side", "02_side.ipynb", "Side", ("label.txt",), reads=("first",)),
+              Stage("second", "01_second.ipynb", "Second", reads=second_reads))
+    return {**kwargs, "stages": stages}
+
+
 def test_a_change_re_runs_only_the_stages_that_read_it(book, capsys):
     root, kwargs = book
-    notebooks = kwargs["notebooks_dir"]
-    _notebook(notebooks / "02_side.ipynb", 'profile = "demo"\nseed = 0\nartifacts_root = "x"\nlabel = "a"\n', SIDE)
-    # "second" reads only "first"; "side" comes between them in run order and reads "first" too.
-    stages = (STAGES[0], Stage("side", "02_side.ipynb", "Side", ("label.txt",), reads=("first",)),
-              Stage("second", "01_second.ipynb", "Second", reads=("first",)))
-    kwargs = {**kwargs, "stages": stages}
+    kwargs = _with_side_stage(kwargs, second_reads=("first",))  # "second" does not read "side"
     assert run("demo", **kwargs) == {"first": "ran", "side": "ran", "second": "ran"}
     capsys.readouterr()
     assert run("demo", assignments=["side.label=b"], **kwargs) == {
@@ -323,11 +327,7 @@ def test_from_a_stage_needs_its_predecessors(book):
 
 def test_a_stage_made_from_an_earlier_run_of_what_it_reads_is_refused(book):
     root, kwargs = book
-    notebooks = kwargs["notebooks_dir"]
-    _notebook(notebooks / "02_side.ipynb", 'profile = "demo"\nseed = 0\nartifacts_root = "x"\nlabel = "a"\n', SIDE)
-    stages = (STAGES[0], Stage("side", "02_side.ipynb", "Side", ("label.txt",), reads=("first",)),
-              Stage("second", "01_second.ipynb", "Second", reads=("side",)))
-    kwargs = {**kwargs, "stages": stages}
+    kwargs = _with_side_stage(kwargs, second_reads=("side",))
     run("demo", **kwargs)
     run("demo", only=["first"], assignments=["first.value=7"], **kwargs)
     # "side" still holds what the old "first" gave it: "second" must not run on it, nor pass as up to date.

@@ -156,17 +156,6 @@ def ablation_runs(expansion_factor: int, l1_coefficient: float) -> list[Run]:
     return runs
 
 
-def run_table(runs: list[Run], train_tokens: np.ndarray, test_tokens: np.ndarray, train_config: TrainConfig,
-              stage_dir: str | Path, progress: bool = False) -> tuple[pd.DataFrame, dict]:
-    """Train every run; return the table of results and the TrainResults by name."""
-    rows, results = [], {}
-    for run in runs:
-        row, result = train_and_evaluate(run, train_tokens, test_tokens, train_config, stage_dir, progress)
-        rows.append(row)
-        results[run.name] = result
-    return pd.DataFrame(rows), results
-
-
 def with_paper_table3(ours: pd.DataFrame) -> pd.DataFrame:
     """Our Table 3 beside the paper's values (columns prefixed ``paper_``)."""
     return ours.rename(columns={"preset": "architecture"}).merge(PAPER_TABLE3, on="architecture", how="left")

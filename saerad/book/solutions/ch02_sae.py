@@ -1,7 +1,7 @@
 """Worked solutions of the SAE chapter's exercises (chapter 02).
 
 Every exercise changes one setting of the chapter's recipe and trains one SAE with it, with the chapter's
-own code (:func:`saerad.sae_experiments.train_and_evaluate`) on the chapter's tokens; the solution then
+own code (:func:`saerad.sae.experiments.train_and_evaluate`) on the chapter's tokens; the solution then
 reads the run it is compared with from the chapter's tables (``main_sae.csv``, ``table5.csv``,
 ``resampling.csv``, ``dead_features_by_data.csv``), which the same code wrote. The SAEs of a solution are
 trained in a temporary folder and not kept: only the numbers are.
