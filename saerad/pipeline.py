@@ -125,9 +125,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("scorecard", "08_scorecard.ipynb", "Does SAE-Rad hold up?", ("scorecard.csv",)),
 )
 
-#: Where the book reads its chapters, and where it serves the reader-study review page.
+#: Where the book reads its chapters, and where it picks up the static pages (reader study, feature atlas).
 BOOK_CHAPTERS_DIR = REPO_ROOT / "book" / "chapters"
-BOOK_REVIEW_PAGE_DIR = REPO_ROOT / "book" / "extra" / "reader-study"
+BOOK_EXTRA_DIR = REPO_ROOT / "book" / "extra"
 
 #: What a user sees on Ctrl-C instead of a traceback.
 INTERRUPTED_MESSAGE = "interrupted; the stage's record says so; re-run to resume"
@@ -267,14 +267,15 @@ def run(
         Folder holding ``<profile>/`` (default ``artifacts/``), unless ``artifacts_root`` is set.
     chapters_dir
         Where the profile's executed chapters are published for the book (default ``book/chapters``; only
-        then is the reader-study review page published to ``book/extra/reader-study`` too).
+        then are the static pages, the reader-study review page and the feature atlas, published to
+        ``book/extra`` too).
 
     Returns
     -------
     dict
         Stage name to ``"ran"`` or ``"up to date"``.
     """
-    review_page_dir = BOOK_REVIEW_PAGE_DIR if chapters_dir is None else None
+    extra_dir = BOOK_EXTRA_DIR if chapters_dir is None else None
     chapters_dir = Path(chapters_dir or BOOK_CHAPTERS_DIR)
     notebooks_dir = Path(notebooks_dir or REPO_ROOT / "notebooks")
     # Everything is validated before the first cell runs.
@@ -333,7 +334,7 @@ def run(
         outcome[stage.name] = "ran"
         fingerprints[stage.name] = fingerprint
 
-    marker = publish_chapters(profile, root, chapters_dir, [stage.notebook for stage in stages], review_page_dir)
+    marker = publish_chapters(profile, root, chapters_dir, [stage.notebook for stage in stages], extra_dir)
     missing = f" (not yet run: {', '.join(marker['missing'])})" if marker["missing"] else ""
     print(f"published {len(marker['chapters'])} chapters of profile {profile!r} to {_display_path(chapters_dir)}"
           f"{missing}", flush=True)
@@ -343,10 +344,10 @@ def run(
 def publish(profile: str, assignments: list[str] | None = None, **locations: Any) -> dict[str, Any]:
     """Publish ``profile``'s executed chapters into ``book/chapters`` without running anything."""
     chapters_dir = locations.pop("chapters_dir", None)
-    review_page_dir = BOOK_REVIEW_PAGE_DIR if chapters_dir is None else None
+    extra_dir = BOOK_EXTRA_DIR if chapters_dir is None else None
     planned = plan(profile, assignments, **locations)
     return publish_chapters(profile, planned.artifacts_root, Path(chapters_dir or BOOK_CHAPTERS_DIR),
-                            [stage.notebook for stage in locations.get("stages", STAGES)], review_page_dir)
+                            [stage.notebook for stage in locations.get("stages", STAGES)], extra_dir)
 
 
 def _missing_text(stage: Stage, stage_dir: Path, parameters: Mapping[str, Any]) -> str | None:

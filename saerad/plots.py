@@ -329,3 +329,47 @@ def image_rows(
                 spine.set_visible(False)
     figure.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.3)
     return figure
+
+
+def heatmap_rows(
+    images: Sequence[np.ndarray],
+    heatmaps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    row_labels: Sequence[str],
+    captions: Sequence[Sequence[str]],
+    columns: int = 4,
+    size: float = 1.5,
+    fontsize: float = 9,
+) -> plt.Figure:
+    """Rows of radiographs with a feature's heat map over them and the planted finding's mask outlined.
+
+    ``images[r]``, ``heatmaps[r]`` and ``masks[r]`` are ``[n, H, W]`` arrays of row ``r`` (grey values in
+    [0, 1], the feature's map upsampled to the image, bool masks); at most ``columns`` are drawn. Each map is
+    scaled to its own largest absolute value (red: pushes the feature up, blue: down), so the picture shows
+    *where* the feature fires, not how strongly; the caption says how strongly.
+    """
+    if not (len(images) == len(heatmaps) == len(masks) == len(row_labels) == len(captions)):
+        raise ValueError("heatmap_rows: images, heatmaps, masks, row_labels and captions need one entry per row")
+    label_width = 1.1
+    caption_height = fontsize * 1.5 / 72
+    n_rows = max(1, len(images))
+    figure, axes = plt.subplots(n_rows, columns + 1, squeeze=False,
+                                figsize=(label_width + columns * size, n_rows * (size + caption_height)),
+                                gridspec_kw={"width_ratios": [label_width] + [size] * columns})
+    for axis in axes.ravel():
+        axis.axis("off")
+    for r in range(len(images)):
+        axes[r][0].text(1.0, 0.5, _wrap(row_labels[r], label_width, fontsize), transform=axes[r][0].transAxes,
+                        ha="right", va="center", fontsize=fontsize)
+        for c, axis in enumerate(axes[r][1:][: len(images[r])]):
+            heat = np.asarray(heatmaps[r][c], dtype=float)
+            limit = float(np.abs(heat).max()) or 1.0
+            axis.imshow(images[r][c], cmap="gray", vmin=0, vmax=1)
+            axis.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.45)
+            if np.asarray(masks[r][c]).any():
+                axis.contour(np.asarray(masks[r][c], dtype=float), levels=[0.5], colors="yellow", linewidths=0.8)
+            axis.set_xticks([]); axis.set_yticks([])
+            axis.axis("on")
+            axis.set_xlabel(captions[r][c], fontsize=fontsize)
+    figure.tight_layout(pad=0.3)
+    return figure

@@ -22,6 +22,13 @@ MARKER_NAME = "published.json"
 EXECUTED_CHAPTERS = "chapters"
 #: Metadata key the pipeline writes into each executed chapter.
 CHAPTER_METADATA = "saerad"
+#: Static pages a profile's stages write (relative to its artifacts root) and where the book serves them
+#: (relative to ``book/extra``, which the book copies to the site's root): the reader-study review page and
+#: the feature atlas (a folder).
+EXTRA_PAGES: tuple[tuple[str, str], ...] = (
+    ("reader_study/review_page/review.html", "reader-study/review.html"),
+    ("features/atlas", "atlas"),
+)
 
 
 class PublishError(RuntimeError):
@@ -36,7 +43,7 @@ def chapter_label(notebook_path: str | os.PathLike) -> dict[str, Any]:
 
 
 def publish_chapters(profile: str, artifacts_root: str | os.PathLike, chapters_dir: str | os.PathLike,
-                     notebooks: Sequence[str], review_page_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+                     notebooks: Sequence[str], extra_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Replace the chapters in ``chapters_dir`` by ``profile``'s executed chapters.
 
     Parameters
@@ -49,9 +56,10 @@ def publish_chapters(profile: str, artifacts_root: str | os.PathLike, chapters_d
         Where the book reads its chapters (``book/chapters``).
     notebooks
         Chapter file names in book order (:data:`saerad.pipeline.STAGES`).
-    review_page_dir
-        Where the book serves the reader-study review page (``book/extra/reader-study``); the profile's
-        page (``reader_study/review_page/review.html``) replaces the one there. None leaves it alone.
+    extra_dir
+        Where the book picks up static pages (``book/extra``): each of :data:`EXTRA_PAGES` the profile has
+        replaces the one there, and one it lacks is removed (so no page of another profile stays).
+        None leaves them alone.
 
     Returns
     -------
@@ -84,19 +92,41 @@ def publish_chapters(profile: str, artifacts_root: str | os.PathLike, chapters_d
     for temporary, final in staged:
         os.replace(temporary, final)
 
-    if review_page_dir is not None:
-        page = artifacts_root / "reader_study" / "review_page" / "review.html"
-        target = Path(review_page_dir) / "review.html"
-        if page.is_file():
-            with atomic_path(target) as temporary:
-                shutil.copyfile(page, temporary)
-        else:
-            target.unlink(missing_ok=True)
+    if extra_dir is not None:
+        for source_name, target_name in EXTRA_PAGES:
+            publish_page(artifacts_root / source_name, Path(extra_dir) / target_name)
 
     marker = {"profile": profile, "artifacts_root": str(artifacts_root), "chapters": present,
               "missing": [name for name in notebooks if name not in present]}
     write_json(chapters_dir / MARKER_NAME, marker)
     return marker
+
+
+def publish_page(source: Path, target: Path) -> None:
+    """Replace ``target`` (a file or a folder) by a copy of ``source``; remove it when ``source`` is absent.
+
+    A folder is copied beside the target under a dot-name, then swapped in, so a reader of the book never
+    sees half of one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_file():
+        with atomic_path(target) as temporary:
+            shutil.copyfile(source, temporary)
+        return
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if source.is_dir():
+        staged = target.with_name(f".{target.name}.publishing")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(source, staged)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staged, target)
+    elif target.is_dir():
+        os.replace(target, old)
+    elif target.exists():
+        target.unlink()
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def published_profile(chapters_dir: str | os.PathLike) -> dict[str, Any] | None:

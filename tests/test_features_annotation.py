@@ -133,17 +133,75 @@ def test_parse_scores():
     assert prompt.key == "score-feature-7" and "Report 2:" in prompt.user
 
 
-def test_search_ranks_matching_descriptions_first():
-    descriptions = [FeatureDescription(1, "ok", "a left-sided pacemaker with leads in the right ventricle"),
-                    FeatureDescription(2, "ok", "a small left pleural effusion"),
-                    FeatureDescription(3, "ok", "a right pleural effusion"),
-                    FeatureDescription(4, "flagged", "")]
-    search = FeatureSearch(descriptions)
-    assert search.features_for("pacemaker")["feature"].tolist() == [1]
-    assert search.features_for("left effusion")["feature"].tolist()[0] == 2
+def test_search_ranks_features_by_what_their_reports_affirm():
+    evidence = {
+        1: ["Left-sided pacemaker with leads in the right ventricle."] * 4,  # fires on pacemaker studies only
+        2: ["Small left pleural effusion.", "Small left pleural effusion.", "No pneumothorax."],
+        3: ["Right pleural effusion.", "No pacemaker is seen. Heart size is normal."],  # negated mention only
+        4: ["Left-sided pacemaker.", "Heart size is normal.", "Heart size is normal.", "Heart size is normal."],
+        5: [],  # fires on no training study: not searchable
+    }
+    search = FeatureSearch(evidence, {1: "a pacemaker", 2: "a left effusion"}, n_reports=4)
+    assert search.features == [1, 2, 3, 4]
+    # Feature 1's reports all say pacemaker, feature 4's one in four; feature 3's only deny it.
+    assert search.ranking("pacemaker") == [1, 4]
+    assert search.ranking("left effusion")[0] == 2
+    assert search.ranking("pneumothorax") == []  # only ever negated
+    found = search.features_for("pacemaker", top=1)
+    assert found["feature"].tolist() == [1] and found["description"].tolist() == ["a pacemaker"]
     top = pd.DataFrame({"feature": [2, 2, 1], "rank": [1, 2, 1], "study_id": [10, 11, 12],
                         "dicom_id": ["a", "b", "c"], "activation": [3.0, 2.0, 1.0]})
     studies = search.studies_for("left effusion", top, top_features=1)
     assert studies["study_id"].tolist() == [10, 11]
-    with pytest.raises(ValueError, match="no described feature"):
-        FeatureSearch([FeatureDescription(4, "flagged", "")])
+    with pytest.raises(ValueError, match="no feature has any report"):
+        FeatureSearch({4: []})
+
+
+def test_search_synonyms_widen_the_query_and_the_browser_index_scores_the_same():
+    from sklearn.preprocessing import normalize
+
+    from saerad.features.search import expand_query
+
+    evidence = {7: ["An NG tube is seen with its tip in the stomach."], 8: ["The heart is normal."]}
+    search = FeatureSearch(evidence)
+    assert expand_query("Nasogastric tube").startswith("nasogastric tube ng tube")
+    assert search.ranking("nasogastric tube") == [7]
+    assert FeatureSearch(evidence, synonyms=()).ranking("nasogastric tube") == [7]  # "tube" alone still matches
+    assert FeatureSearch(evidence, synonyms=()).scores("nasogastric tube")[0] < search.scores("nasogastric tube")[0]
+    index = search.browser_index()
+    assert index["features"] == [7, 8] and len(index["idf"]) == len(index["vocabulary"])
+    # Rebuild the score from the exported numbers alone, as the atlas's JavaScript does.
+    query = search.vectoriser.transform([expand_query("nasogastric tube")])
+    query = normalize(query).toarray().ravel()
+    rebuilt = [sum(weight * query[column] for column, weight in row) for row in index["rows"]]
+    assert np.allclose(rebuilt, search.scores("nasogastric tube"), atol=1e-6)
+
+
+def test_finding_queries_and_search_evaluation():
+    from saerad.features.search import finding_queries, search_evaluation
+
+    alignment = pd.DataFrame({"finding": ["pacemaker", "pleural_effusion"], "best_feature": [1, 2]})
+    by_side = pd.DataFrame({"finding": ["pleural_effusion (left)", "pleural_effusion (right)", "pacemaker"],
+                            "best_feature": [2, 3, 1]})
+    queries = finding_queries(alignment, by_side)
+    assert queries["query"].tolist() == ["pacemaker", "pleural effusion", "left pleural effusion",
+                                         "right pleural effusion"]
+    evidence = {1: ["Pacemaker in place."], 2: ["Left pleural effusion."], 3: ["Right pleural effusion."]}
+    table = search_evaluation(FeatureSearch(evidence), queries)
+    assert table["rank"].tolist()[0] == 1 and table["rank"].tolist()[2] == 1
+    assert table.loc[3, "rank"] == 1 and table["reciprocal_rank"].between(0, 1).all()
+    assert np.isnan(search_evaluation(FeatureSearch({1: ["Pacemaker."]}), queries.iloc[[1]])["rank"].iloc[0])
+
+
+def test_similar_studies_explains_each_neighbour_by_shared_features():
+    from scipy import sparse
+
+    from saerad.features.search import similar_studies
+
+    dense = np.array([[1.0, 0.0, 2.0, 0.0], [1.0, 0.0, 2.0, 0.1], [0.0, 3.0, 0.0, 0.0], [0.9, 0.0, 0.0, 0.0]])
+    index = pd.DataFrame({"study_id": [10, 11, 12, 13], "dicom_id": ["a", "b", "c", "d"]})
+    found = similar_studies(sparse.csr_matrix(dense), index, 10, top=2)
+    assert found["study_id"].tolist() == [11, 13]
+    assert found["shared"].iloc[0] == [2, 0]
+    with pytest.raises(KeyError, match="study 99"):
+        similar_studies(sparse.csr_matrix(dense), index, 99)

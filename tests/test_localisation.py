@@ -213,11 +213,16 @@ def test_localise_findings_on_a_tiny_synthcxr_layout(tmp_path):
         Image.fromarray((rng.random((64, 64)) * 255).astype(np.uint8)).save(dataset / "files" / f"{name}.jpg")
         np.savez(dataset / "ground_truth" / "files" / f"{name}_masks.npz", nodule=square_mask(64, 4, 4, 12))
         rows.append({"dicom_id": name, "subject_id": k // 2, "split": "test" if k < 4 else "train",
-                     "view_position": "PA", "image_path": f"files/{name}.jpg", "nodule": 1, "effusion": 0})
+                     "view_position": "PA", "image_path": f"files/{name}.jpg", "nodule": 1, "effusion": 0,
+                     "nodule_laterality": "left" if k % 2 else "right"})
     table = pd.DataFrame(rows)
     table.to_csv(data / "images.csv", index=False)
     table.to_csv(data / "ground_truth.csv", index=False)
     assert list(images_with_finding(root, "nodule")["dicom_id"]) == ["img0", "img1", "img2", "img3"]
+    # A finding named with its side keeps the images planted on that side only.
+    assert list(images_with_finding(root, "nodule (left)")["dicom_id"]) == ["img1", "img3"]
+    with pytest.raises(ValueError, match="effusion_laterality"):
+        images_with_finding(root, "effusion (left)")
 
     torch.manual_seed(0)
     model = ResNetModel(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 8, 8, 16],
@@ -238,3 +243,26 @@ def test_localise_findings_on_a_tiny_synthcxr_layout(tmp_path):
     assert result.loc[0, "n_images"] == 4 and result.loc[1, "n_images"] == 0
     assert 0.0 <= result.loc[0, "feature_hit_rate"] <= 1.0
     assert np.isnan(result.loc[1, "feature_hit_rate"])
+
+
+def test_centre_prior_verdicts_say_why_a_feature_loses():
+    from saerad.features.localisation import centre_prior_verdicts
+
+    def row(finding, n, ceiling, feature, low, high, centre, centre_low, centre_high):
+        return {"finding": finding, "n_images": n, "grid_ceiling": ceiling, "feature_hit_rate": feature,
+                "feature_hit_low": low, "feature_hit_high": high, "centre_hit_rate": centre,
+                "centre_hit_low": centre_low, "centre_hit_high": centre_high}
+
+    table = pd.DataFrame([row("effusion", 50, 0.5, 0.4, 0.3, 0.5, 0.0, 0.0, 0.05),
+                          row("nodule", 50, 0.5, 0.1, 0.02, 0.2, 0.05, 0.0, 0.15),
+                          row("wires", 50, 0.0, 0.0, 0.0, 0.1, 0.7, 0.6, 0.8),
+                          row("heart", 50, 1.0, 0.5, 0.4, 0.6, 0.7, 0.6, 0.8),
+                          row("mass", 50, 0.5, 0.0, 0.0, 0.1, 0.0, 0.0, 0.1),
+                          row("absent", 0, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan)])
+    verdicts = centre_prior_verdicts(table).set_index("finding")
+    assert verdicts["beats_centre"].tolist() == [True, True, False, False, False, False]
+    assert verdicts["clearly_beats_centre"].tolist() == [True, False, False, False, False, False]
+    assert "no map at this resolution" in verdicts.loc["wires", "why_not"]
+    assert "image centre" in verdicts.loc["heart", "why_not"] and "70%" in verdicts.loc["heart", "why_not"]
+    assert verdicts.loc["mass", "why_not"] == "the feature's map peaks elsewhere"
+    assert verdicts.loc["absent", "why_not"] == "no held-out image carries it"

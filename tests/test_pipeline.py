@@ -367,3 +367,25 @@ def test_where_the_artifacts_live_is_not_part_of_a_stage_fingerprint(tmp_path):
                              [], "package")
     assert here == stage_fingerprint(notebook, {"value": 1, "artifacts_root": "/abs/artifacts/demo"}, [], "package")
     assert here != stage_fingerprint(notebook, {"value": 2, "artifacts_root": "artifacts/demo"}, [], "package")
+
+
+def test_publishing_replaces_static_pages_whole_and_removes_another_profiles(tmp_path):
+    from saerad.publish import EXTRA_PAGES, publish_page
+
+    assert ("features/atlas", "atlas") in EXTRA_PAGES
+    source, extra = tmp_path / "artifacts" / "features" / "atlas", tmp_path / "extra"
+    (source / "features").mkdir(parents=True)
+    (source / "index.html").write_text("new index")
+    (source / "features" / "1.html").write_text("feature 1")
+    (extra / "atlas" / "features").mkdir(parents=True)
+    (extra / "atlas" / "features" / "999.html").write_text("a feature of another run")
+    publish_page(source, extra / "atlas")
+    assert sorted(p.relative_to(extra).as_posix() for p in extra.rglob("*") if p.is_file()) == [
+        "atlas/features/1.html", "atlas/index.html"]
+    # A profile without the page leaves none behind (no page of another profile is served).
+    publish_page(tmp_path / "missing", extra / "atlas")
+    assert list(extra.iterdir()) == []
+    page = tmp_path / "review.html"
+    page.write_text("review")
+    publish_page(page, extra / "reader-study" / "review.html")
+    assert (extra / "reader-study" / "review.html").read_text() == "review"

@@ -55,6 +55,7 @@ without any scorable image gets a row of NaN, not an error.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -337,12 +338,25 @@ def localisation_table(rows: Sequence[Mapping]) -> pd.DataFrame:
 # -- on the data stage's artifacts -------------------------------------------------------------------------------
 
 
+def split_side(name: str) -> tuple[str, str | None]:
+    """``"pleural_effusion (left)"`` → ``("pleural_effusion", "left")``; a name without a side → ``(name, None)``.
+
+    The side is the patient's, as in ``finding_alignment_by_side.csv`` and SynthCXR's ``<finding>_laterality``.
+    """
+    match = re.fullmatch(r"(\w+) \((\w+)\)", name)
+    return (match.group(1), match.group(2)) if match else (name, None)
+
+
 def images_with_finding(artifacts_root: str | Path, finding: str, split: str = "test") -> pd.DataFrame:
     """The frontal images of ``split`` in which SynthCXR planted ``finding``.
+
+    ``finding`` may name a side, ``"pleural_effusion (left)"``: then only the images whose finding
+    SynthCXR planted on that side (``pleural_effusion_laterality == "left"``; bilateral ones are left out).
 
     Returns the data stage's ``images.csv`` rows (``dicom_id``, ``subject_id``,
     ``image_path`` made absolute, ...), in file order.
     """
+    finding, side = split_side(finding)
     from saerad.counterfactual.images import dataset_root
 
     data_dir = Path(artifacts_root) / "data"
@@ -353,7 +367,13 @@ def images_with_finding(artifacts_root: str | Path, finding: str, split: str = "
     if finding not in truth.columns:
         raise ValueError(f"{truth_path} has no column {finding!r}; expected a SynthCXR finding")
     images = pd.read_csv(data_dir / "images.csv", dtype={"dicom_id": str})
-    carrying = set(truth.loc[truth[finding].fillna(0).astype(int) == 1, "dicom_id"])
+    carries = truth[finding].fillna(0).astype(int) == 1
+    if side is not None:
+        side_column = f"{finding}_laterality"
+        if side_column not in truth.columns:
+            raise ValueError(f"{truth_path} has no column {side_column!r}: SynthCXR does not plant {finding} on a side")
+        carries &= truth[side_column] == side
+    carrying = set(truth.loc[carries, "dicom_id"])
     # Only frontal views have masks.
     rows = images[(images["split"] == split) & images["view_position"].isin(("PA", "AP"))
                   & images["dicom_id"].isin(carrying)].reset_index(drop=True)
@@ -397,7 +417,7 @@ def finding_maps(artifacts_root: str | Path, encoder, sae, finding: str, feature
     if heatmaps.shape[-2] != size:
         raise ValueError(f"heat maps are {heatmaps.shape[-2:]}; the masks are square, so the encoder input must be too")
     images = load_pixels(rows["image_path"], size)
-    masks = load_finding_masks(artifacts_root, rows["image_path"], finding, size)
+    masks = load_finding_masks(artifacts_root, rows["image_path"], split_side(finding)[0], size)
     return rows, heatmaps, images, masks, grid
 
 
@@ -416,7 +436,8 @@ def localise_findings(artifacts_root: str | Path, encoder, sae, alignment: pd.Da
     sae
         The SAE whose features ``alignment`` names.
     alignment
-        ``finding, best_feature`` (the features stage's ``finding_alignment.csv``);
+        ``finding, best_feature`` (the features stage's ``finding_alignment.csv``, or
+        ``finding_alignment_by_side.csv``, whose ``"<finding> (<side>)"`` rows score that side's images);
         a ``best_feature`` of -1 (no feature chosen) gives a NaN row with ``n_images`` 0.
     findings
         Which findings; default every finding of ``alignment`` that SynthCXR can localise.
@@ -436,7 +457,8 @@ def localise_findings(artifacts_root: str | Path, encoder, sae, alignment: pd.Da
     if missing:
         raise ValueError(f"alignment lacks the column(s) {sorted(missing)}; expected finding_alignment.csv")
     chosen = alignment.drop_duplicates("finding").set_index("finding")["best_feature"]
-    findings = [f for f in chosen.index if f in LOCALISABLE] if findings is None else list(findings)
+    findings = ([f for f in chosen.index if split_side(f)[0] in LOCALISABLE] if findings is None
+                else list(findings))
     unknown = [f for f in findings if f not in chosen.index]
     if unknown:
         raise ValueError(f"alignment has no row for the finding(s) {unknown}")
@@ -453,3 +475,31 @@ def localise_findings(artifacts_root: str | Path, encoder, sae, alignment: pd.Da
                                      groups=carrying["subject_id"].to_numpy() if len(carrying) else None,
                                      n_resamples=n_resamples, seed=seed))
     return localisation_table(rows)
+
+
+def centre_prior_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per finding, whether its feature beats the centre prior on the pointing game, and if not, why.
+
+    ``beats_centre``: a higher hit rate; ``clearly_beats_centre``: the two 95 % intervals do not overlap.
+    ``why_not`` names the first reason that applies where the feature does not beat the prior: no image to
+    score; no grid point of the map lies on any mask (``grid_ceiling`` 0: no map on that grid can hit it); the
+    centre prior itself hits the finding (it lies in the middle of the image); else the feature points
+    elsewhere.
+    """
+    rows = []
+    for row in table.itertuples(index=False):
+        feature, centre = row.feature_hit_rate, row.centre_hit_rate
+        beats = bool(np.isfinite(feature) and np.isfinite(centre) and feature > centre)
+        clearly = bool(beats and row.feature_hit_low > row.centre_hit_high)
+        if beats:
+            why = ""
+        elif not row.n_images:
+            why = "no held-out image carries it"
+        elif row.grid_ceiling == 0:
+            why = "no cell centre of the map lies on its mask: no map at this resolution can hit it"
+        elif centre >= feature and centre > 0:
+            why = f"it lies at the image centre, where the prior points ({centre:.0%} hits)"
+        else:
+            why = "the feature's map peaks elsewhere"
+        rows.append({"finding": row.finding, "beats_centre": beats, "clearly_beats_centre": clearly, "why_not": why})
+    return pd.DataFrame(rows, columns=["finding", "beats_centre", "clearly_beats_centre", "why_not"])
