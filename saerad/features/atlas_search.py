@@ -54,7 +54,8 @@ def tfidf_browser_index(vectoriser: TfidfVectorizer, matrix, features: Sequence[
     return {"features": [int(feature) for feature in features], "vocabulary": vocabulary,
             "idf": [round(float(value), 10) for value in vectoriser.idf_], "rows": rows,
             "stop_words": sorted(stop_words), "synonyms": [list(pair) for pair in synonyms],
-            "token_pattern": vectoriser.token_pattern, "ngram_max": int(vectoriser.ngram_range[1]),
+            # sklearn's default "(?u)\b\w\w+\b": the inline flag is Python's default for str and JS has no such group.
+            "token_pattern": vectoriser.token_pattern.removeprefix("(?u)"), "ngram_max": int(vectoriser.ngram_range[1]),
             "sublinear_tf": bool(vectoriser.sublinear_tf)}
 
 

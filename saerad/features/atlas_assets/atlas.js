@@ -55,11 +55,12 @@
   function makeScorer(search) {
     const column = new Map(search.vocabulary.map((term, k) => [term, k]));
     const stop = new Set(search.stop_words);
+    const tokenPattern = search.token_pattern.replace(/^\(\?u\)/, "");  // Python's unicode flag: no JS equivalent, none needed
     const synonyms = search.synonyms.map(([pattern, replacement]) => [new RegExp(pattern, "g"), replacement]);
     return function score(query) {
       let text = query.toLowerCase();
       for (const [pattern, replacement] of synonyms) text = text.replace(pattern, replacement);
-      const tokens = (text.match(new RegExp(search.token_pattern, "g")) || []).filter(t => !stop.has(t));
+      const tokens = (text.match(new RegExp(tokenPattern, "g")) || []).filter(t => !stop.has(t));
       const counts = new Map();
       for (let n = 1; n <= search.ngram_max; n++) {
         for (let i = 0; i + n <= tokens.length; i++) {
@@ -232,7 +233,7 @@
   };
 
   function histogram(data, maxActivation) {
-    const width = 560, height = 230, left = 56, right = 14, top = 12, bottom = 46;
+    const width = 460, height = 210, left = 52, right = 14, top = 12, bottom = 48;
     const figure = el("figure", { class: "histogram-figure" });
     if (!data.counts.length) {
       figure.append(na("It fires on no image: no histogram."));
@@ -271,7 +272,7 @@
   }
 
   function colour(level) {  // level in [-1, 1]: red pushes the feature up, blue pushes it down
-    const a = Math.min(1, Math.abs(level)) * 0.75;
+    const a = Math.min(1, Math.abs(level)) * 0.6;
     return level >= 0 ? `rgba(220,30,20,${a})` : `rgba(30,80,220,${a})`;
   }
 
@@ -291,7 +292,7 @@
     const [study, view, split] = window.ATLAS_IMAGES[example.image];
     const report = window.ATLAS_REPORTS[String(study)] || "";
     const thumb = el("div", { class: "thumb" },
-      el("img", { src: `../thumbs/${example.image}.jpg`, loading: "lazy",
+      el("img", { src: `../thumbs/${example.image}.jpg`,
         alt: `Radiograph, study ${study}, ${view} view, ${split} split; feature ${feature} activation ${fmt(example.activation, 3)}` }));
     if (meta.has_heatmaps && example.map) {
       thumb.append(heatCanvas(example.map, meta.grid,
