@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 
-def encode_thumbnail(path: str | os.PathLike, longest_side: int = 512) -> tuple[bytes, int, int]:
-    """JPEG bytes (quality 90) of an image shrunk to ``longest_side``, and its width and height.
+def encode_thumbnail(path: str | os.PathLike, longest_side: int = 512, quality: int = 90) -> tuple[bytes, int, int]:
+    """JPEG bytes (``quality``) of an image shrunk to ``longest_side``, and its width and height.
 
     16-bit and float images are stretched to 8 bits between their minimum and
     maximum; colour images with alpha or a palette become RGB.
@@ -33,7 +33,7 @@ def encode_thumbnail(path: str | os.PathLike, longest_side: int = 512) -> tuple[
         image = image.convert("L" if image.mode in ("1", "LA") else "RGB")
     image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
+    image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue(), image.width, image.height
 
 

@@ -1,0 +1,110 @@
+"""The atlas index's text search: the feature search's TF-IDF index in a form a browser can score.
+
+The index page ranks features for a typed query exactly as
+:class:`saerad.features.search.FeatureSearch` does in Python. The search
+hands over its fitted vocabulary, idf weights and normalised description rows
+(the ``browser_index`` format below); ``atlas.js`` repeats sklearn's query
+analysis on them (lower case, synonyms, token pattern, stop words, word
+n-grams, sublinear tf, idf, L2 norm) and takes the dot product with each row.
+
+Format (all lists in column or row order)::
+
+    {"features": [int, ...], "vocabulary": [str, ...], "idf": [float, ...],
+     "rows": [[[col, weight], ...], ...], "stop_words": [str, ...],
+     "synonyms": [[regex, replacement], ...], "token_pattern": str,
+     "ngram_max": int, "sublinear_tf": bool}
+
+:func:`score_query` is the same scorer in Python, for tests that compare the
+browser's ranking with the search's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Sequence
+
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from saerad.features.descriptions import FeatureDescription
+from saerad.features.search import FeatureSearch
+
+#: Keys every browser index must have (checked before it is written into a page).
+BROWSER_INDEX_KEYS = ("features", "vocabulary", "idf", "rows", "stop_words", "synonyms", "token_pattern",
+                      "ngram_max", "sublinear_tf")
+
+
+def tfidf_browser_index(vectoriser: TfidfVectorizer, matrix, features: Sequence[int],
+                        synonyms: Sequence[tuple[str, str]] = ()) -> dict:
+    """The browser index of a fitted ``TfidfVectorizer`` and its (L2-normalised) document matrix.
+
+    A stand-in for ``FeatureSearch.browser_index()`` while the search does not
+    have it; used by :func:`browser_index` and by the tests' tiny indexes.
+    """
+    if vectoriser.analyzer != "word" or not vectoriser.lowercase:
+        raise ValueError("the browser scorer repeats only word analysis of lower-cased text")
+    vocabulary = sorted(vectoriser.vocabulary_, key=vectoriser.vocabulary_.get)
+    csr = matrix.tocsr()
+    rows = []
+    for row in range(csr.shape[0]):
+        start, end = csr.indptr[row], csr.indptr[row + 1]
+        pairs = sorted(zip(csr.indices[start:end].tolist(), csr.data[start:end].tolist()))
+        rows.append([[int(column), round(float(weight), 10)] for column, weight in pairs])
+    stop_words = vectoriser.get_stop_words() or ()
+    return {"features": [int(feature) for feature in features], "vocabulary": vocabulary,
+            "idf": [round(float(value), 10) for value in vectoriser.idf_], "rows": rows,
+            "stop_words": sorted(stop_words), "synonyms": [list(pair) for pair in synonyms],
+            # sklearn's default "(?u)\b\w\w+\b": the inline flag is Python's default for str and JS has no such group.
+            "token_pattern": vectoriser.token_pattern.removeprefix("(?u)"), "ngram_max": int(vectoriser.ngram_range[1]),
+            "sublinear_tf": bool(vectoriser.sublinear_tf)}
+
+
+def browser_index(descriptions: Sequence[FeatureDescription]) -> dict:
+    """The browser index of the feature search over ``descriptions`` (described features only)."""
+    search = FeatureSearch(descriptions)
+    if hasattr(search, "browser_index"):
+        index = search.browser_index()
+    else:  # the search's own export is the reference; this builds the same from its fitted parts
+        index = tfidf_browser_index(search.vectoriser, search.matrix, [d.feature for d in search.features])
+    check_browser_index(index)
+    return index
+
+
+def check_browser_index(index: dict) -> None:
+    """Raise ValueError naming what is missing or inconsistent in a browser index."""
+    missing = [key for key in BROWSER_INDEX_KEYS if key not in index]
+    if missing:
+        raise ValueError(f"browser search index lacks {missing}; expected keys {list(BROWSER_INDEX_KEYS)}")
+    if len(index["features"]) != len(index["rows"]):
+        raise ValueError(f"browser search index: {len(index['features'])} features but {len(index['rows'])} rows")
+    if len(index["vocabulary"]) != len(index["idf"]):
+        raise ValueError(f"browser search index: {len(index['vocabulary'])} terms but {len(index['idf'])} idf values")
+
+
+def query_terms(index: dict, query: str) -> list[str]:
+    """The n-grams sklearn's analyser makes of ``query`` under the index's settings (Python regex syntax)."""
+    text = query.lower()
+    for pattern, replacement in index["synonyms"]:
+        text = re.sub(pattern, replacement, text)
+    stop = set(index["stop_words"])
+    tokens = [token for token in re.findall(index["token_pattern"], text) if token not in stop]
+    terms = []
+    for n in range(1, int(index["ngram_max"]) + 1):
+        terms.extend(" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return terms
+
+
+def score_query(index: dict, query: str) -> list[tuple[int, float]]:
+    """``(feature, score)`` of every matching feature, best first (ties by feature id); score 0 is left out."""
+    column = {term: k for k, term in enumerate(index["vocabulary"])}
+    counts: dict[int, int] = {}
+    for term in query_terms(index, query):
+        if term in column:
+            counts[column[term]] = counts.get(column[term], 0) + 1
+    weights = {k: (1 + math.log(tf) if index["sublinear_tf"] else tf) * index["idf"][k] for k, tf in counts.items()}
+    norm = math.sqrt(sum(value * value for value in weights.values()))
+    if norm == 0:
+        return []
+    scores = [(feature, sum(weights.get(k, 0.0) * w for k, w in row) / norm)
+              for feature, row in zip(index["features"], index["rows"])]
+    return sorted(((f, s) for f, s in scores if s > 0), key=lambda pair: (-pair[1], pair[0]))
