@@ -22,12 +22,15 @@ MARKER_NAME = "published.json"
 EXECUTED_CHAPTERS = "chapters"
 #: Metadata key the pipeline writes into each executed chapter.
 CHAPTER_METADATA = "saerad"
-#: Static pages a profile's stages write (relative to its artifacts root) and where the book serves them
-#: (relative to ``book/extra``, which the book copies to the site's root): the reader-study review page and
-#: the feature atlas (a folder).
-EXTRA_PAGES: tuple[tuple[str, str], ...] = (
-    ("reader_study/review_page/review.html", "reader-study/review.html"),
-    ("features/atlas", "atlas"),
+#: Static pages a profile's stages write (relative to its artifacts root), where the book serves them
+#: (relative to ``book/extra``, which the book copies to the site's root), and whether a page the profile
+#: lacks is removed there: the reader-study review page, the feature atlas (a folder, built by the features
+#: chapter) and the atlas's citation counts (written later, by the reports chapter, over the atlas's
+#: placeholder, which stays when the reports chapter has not run).
+EXTRA_PAGES: tuple[tuple[str, str, bool], ...] = (
+    ("reader_study/review_page/review.html", "reader-study/review.html", True),
+    ("features/atlas", "atlas", True),
+    ("reports/atlas/citations.js", "atlas/citations.js", False),
 )
 
 
@@ -93,13 +96,19 @@ def publish_chapters(profile: str, artifacts_root: str | os.PathLike, chapters_d
         os.replace(temporary, final)
 
     if extra_dir is not None:
-        for source_name, target_name in EXTRA_PAGES:
-            publish_page(artifacts_root / source_name, Path(extra_dir) / target_name)
+        publish_extra_pages(artifacts_root, extra_dir)
 
     marker = {"profile": profile, "artifacts_root": str(artifacts_root), "chapters": present,
               "missing": [name for name in notebooks if name not in present]}
     write_json(chapters_dir / MARKER_NAME, marker)
     return marker
+
+
+def publish_extra_pages(artifacts_root: str | os.PathLike, extra_dir: str | os.PathLike) -> None:
+    """Publish each of :data:`EXTRA_PAGES` of ``artifacts_root`` into ``extra_dir``, in order."""
+    for source_name, target_name, remove_when_absent in EXTRA_PAGES:
+        if remove_when_absent or (Path(artifacts_root) / source_name).exists():
+            publish_page(Path(artifacts_root) / source_name, Path(extra_dir) / target_name)
 
 
 def publish_page(source: Path, target: Path) -> None:

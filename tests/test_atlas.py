@@ -22,11 +22,11 @@ from saerad.features.atlas_data import (
     activation_histogram,
     band_examples,
     citation_counts,
+    load_atlas_tables,
     nearest_features,
 )
 from saerad.features.atlas_page import build_atlas, write_citations
-from saerad.features.atlas_search import score_query, tfidf_browser_index
-from saerad.features.descriptions import FeatureDescription
+from saerad.features.atlas_search import browser_index, evidence_search, score_query
 from saerad.features.search import FeatureSearch
 
 CHROMIUM = find_chromium()
@@ -108,21 +108,18 @@ def test_citation_counts_count_reports_once_per_feature_and_pick_the_main_config
         citation_counts(tmp_path / "absent.jsonl")
 
 
-def _descriptions(texts: dict[int, str]) -> list[FeatureDescription]:
-    return [FeatureDescription(feature, "ok", text) for feature, text in texts.items()]
-
-
 def test_python_scorer_of_the_browser_index_ranks_as_feature_search():
-    texts = {3: "left pleural effusion", 8: "right pleural effusion", 12: "left-sided pacemaker",
-             20: "pacemaker leads unchanged; small left effusion", 31: "normal heart size"}
-    search = FeatureSearch(_descriptions(texts))
-    index = tfidf_browser_index(search.vectoriser, search.matrix, [d.feature for d in search.features])
+    evidence = {3: ["Left pleural effusion."] * 2, 8: ["Right pleural effusion.", "No pacemaker."],
+                12: ["Left-sided pacemaker."], 20: ["Pacemaker leads unchanged; small left effusion."],
+                31: ["Normal heart size."]}
+    search = FeatureSearch(evidence, n_reports=2)
+    index = browser_index(search)
     assert index["token_pattern"] == r"\b\w\w+\b" and index["ngram_max"] == 2 and index["sublinear_tf"]
-    for query in ("pacemaker", "left effusion", "Effusion, effusion on the LEFT", "the", "heart"):
+    for query in ("pacemaker", "left effusion", "Effusion, effusion on the LEFT", "the", "heart", "NG tube"):
         expected = search.features_for(query, top=10)
         ranked = score_query(index, query)
         assert [f for f, _ in ranked] == expected["feature"].tolist(), query
-        np.testing.assert_allclose([s for _, s in ranked], expected["similarity"].to_numpy(dtype=float), atol=1e-9)
+        np.testing.assert_allclose([s for _, s in ranked], expected["score"].to_numpy(dtype=float), atol=1e-6)
 
 
 # ---------------------------------------------------------------- a tiny artifacts tree
@@ -214,6 +211,13 @@ def write_artifacts(root: Path, n_images: int = 24) -> dict:
         top_rows += [{"feature": feature, "rank": r + 1, "study_id": images[k]["study_id"],
                       "dicom_id": images[k]["dicom_id"], "row": k, "activation": dense[k, feature]}
                      for r, k in enumerate(train)]
+    # Reports: the pacemaker feature's three strongest training studies mention a pacemaker, the rest do not,
+    # so the evidence search can find it.
+    pacemaker_rows = [k for k in np.argsort(-dense[:16, slots[0]], kind="stable") if dense[k, slots[0]] > 0][:3]
+    for k, study in enumerate(studies):
+        study["findings"] = (f"Report {k}: <b>left-sided pacemaker</b> in place." if k in pacemaker_rows
+                             else f"Report {k}: the heart size is normal.")
+    pd.DataFrame(studies).to_csv(root / "data" / "studies.csv", index=False)
     (features / "descriptions.jsonl").write_text("".join(json.dumps(d) + "\n" for d in descriptions))
     pd.DataFrame(feature_rows).to_csv(features / "feature_index.csv", index=False)
     pd.DataFrame(top_rows).to_csv(features / "top_activations.csv", index=False)
@@ -226,7 +230,12 @@ def write_artifacts(root: Path, n_images: int = 24) -> dict:
                    "runner_up_feature": slots[3], "runner_up_auroc": 0.6}]).to_csv(
         features / "finding_alignment.csv", index=False)
     return {"root": root, "slots": slots, "live": live, "activations": dense, "sae_dir": root / "sae" / "tiny",
-            "encoder_dir": encoder_dir}
+            "encoder_dir": encoder_dir, "search": tiny_search(root)}
+
+
+def tiny_search(root: Path) -> FeatureSearch:
+    """The run's evidence search, over each feature's three strongest training reports (the run is tiny)."""
+    return evidence_search(root, load_atlas_tables(root), n_reports=3)
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +247,8 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("atlas_out") / "atlas"
-    summary = build_atlas(tiny_run["root"], out, tiny_run["sae_dir"], examples_per_band=2, top_examples=3)
+    summary = build_atlas(tiny_run["root"], out, tiny_run["sae_dir"], examples_per_band=2, top_examples=3,
+                          search=tiny_run["search"])
     return summary
 
 
@@ -281,7 +291,7 @@ def test_build_writes_one_page_per_live_feature_with_shared_thumbnails(tiny_run,
 
 def test_build_is_byte_identical_and_replaces_the_folder(tiny_run, built, tmp_path):
     again = build_atlas(tiny_run["root"], tmp_path / "atlas", tiny_run["sae_dir"], examples_per_band=2,
-                        top_examples=3)
+                        top_examples=3, search=tiny_run["search"])
     first = {p.relative_to(built.out_dir): p.read_bytes() for p in built.out_dir.rglob("*") if p.is_file()}
     second = {p.relative_to(again.out_dir): p.read_bytes() for p in again.out_dir.rglob("*") if p.is_file()}
     assert first.keys() == second.keys() and all(first[k] == second[k] for k in first)
@@ -306,8 +316,8 @@ def test_write_citations_fills_the_placeholder(tiny_run, built, tmp_path):
         text = (atlas / "citations.js").read_text()
         assert counts["counts"] == {"main": {str(feature): 1}}
         assert text.startswith("window.ATLAS_CITATIONS = {") and '"config":"main"' in text
-        with pytest.raises(FileNotFoundError, match="build the atlas"):
-            write_citations(tiny_run["root"], tmp_path / "nowhere")
+        write_citations(tiny_run["root"], tmp_path / "reports_atlas")  # a folder of its own, for publishing
+        assert (tmp_path / "reports_atlas" / "citations.js").read_text() == text
     finally:
         (reports / "generated.jsonl").unlink()
 
@@ -358,9 +368,7 @@ def test_bad_inputs_name_the_file_and_leave_the_old_atlas(tiny_run, tmp_path, fi
 def test_atlas_in_headless_chromium(tiny_run, built):
     sync_api = pytest.importorskip("playwright.sync_api")
     out = built.out_dir
-    descriptions = [FeatureDescription(f, "ok", t) for f, t in
-                    sorted((tiny_run["slots"][slot], text) for slot, text in DESCRIBED.items())]
-    search = FeatureSearch(descriptions)
+    search = tiny_run["search"]
     pacemaker, live = tiny_run["slots"][0], tiny_run["live"]
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
@@ -377,15 +385,20 @@ def test_atlas_in_headless_chromium(tiny_run, built):
             page.keyboard.type("pacemaker")
             first = page.locator("#features tbody tr").first
             assert first.get_attribute("data-feature") == str(pacemaker)
-            assert page.locator("#features tbody tr").count() == 2  # two descriptions mention it
+            assert page.locator("#features tbody tr").count() == len(search.ranking("pacemaker"))
             for query in ("pacemaker", "left pleural effusion", "Effusion, RIGHT effusion", "heart", "nothing"):
                 browser_ranking = page.evaluate("q => window.atlasRankQuery(q).slice(0, 5)", query)
                 python = search.features_for(query, top=5)
                 assert [f for f, _ in browser_ranking] == python["feature"].tolist(), query
-                np.testing.assert_allclose([s for _, s in browser_ranking], python["similarity"].to_numpy(dtype=float), atol=1e-6)
+                np.testing.assert_allclose([s for _, s in browser_ranking], python["score"].to_numpy(dtype=float), atol=1e-6)
             # Filters apply to the search too; the empty query sorts by the chosen column.
+            page.fill("#search", "pacemaker")
             page.select_option("#status", "flagged")
-            assert page.locator("#features tbody tr").count() == 0
+            statuses = tiny_run["root"] / "features" / "feature_index.csv"
+            flagged = set(pd.read_csv(statuses).query("status == 'flagged'")["feature"])
+            expected = [f for f in search.ranking("pacemaker") if f in flagged]
+            assert [int(r) for r in page.locator("#features tbody tr").evaluate_all(
+                "rows => rows.map(r => r.dataset.feature)")] == expected
             page.select_option("#status", "all")
             page.fill("#search", "")
             page.click("th button[data-key=density]")

@@ -372,7 +372,7 @@ def test_where_the_artifacts_live_is_not_part_of_a_stage_fingerprint(tmp_path):
 def test_publishing_replaces_static_pages_whole_and_removes_another_profiles(tmp_path):
     from saerad.publish import EXTRA_PAGES, publish_page
 
-    assert ("features/atlas", "atlas") in EXTRA_PAGES
+    assert ("features/atlas", "atlas", True) in EXTRA_PAGES
     source, extra = tmp_path / "artifacts" / "features" / "atlas", tmp_path / "extra"
     (source / "features").mkdir(parents=True)
     (source / "index.html").write_text("new index")
@@ -389,3 +389,18 @@ def test_publishing_replaces_static_pages_whole_and_removes_another_profiles(tmp
     page.write_text("review")
     publish_page(page, extra / "reader-study" / "review.html")
     assert (extra / "reader-study" / "review.html").read_text() == "review"
+
+
+def test_the_reports_chapters_citations_are_laid_over_the_atlas_placeholder(tmp_path):
+    from saerad.publish import publish_extra_pages
+
+    root, extra = tmp_path / "artifacts", tmp_path / "extra"
+    (root / "features" / "atlas").mkdir(parents=True)
+    (root / "features" / "atlas" / "citations.js").write_text("window.ATLAS_CITATIONS = null;")
+    publish_extra_pages(root, extra)
+    assert (extra / "atlas" / "citations.js").read_text() == "window.ATLAS_CITATIONS = null;"  # reports not run
+    assert not (extra / "reader-study" / "review.html").exists()
+    (root / "reports" / "atlas").mkdir(parents=True)
+    (root / "reports" / "atlas" / "citations.js").write_text("window.ATLAS_CITATIONS = {};")
+    publish_extra_pages(root, extra)
+    assert (extra / "atlas" / "citations.js").read_text() == "window.ATLAS_CITATIONS = {};"

@@ -30,12 +30,12 @@ import numpy as np
 
 from saerad.features.atlas_data import AtlasTables, citation_counts, feature_records, json_dumps, \
     load_atlas_tables, significant
-from saerad.features.atlas_search import browser_index
-from saerad.features.descriptions import read_descriptions
+from saerad.features.atlas_search import browser_index, evidence_search
+from saerad.features.search import FeatureSearch
 from saerad.io import atomic_path, read_json
 
 #: Where the features chapter is, relative to the atlas folder (the book publishes the atlas at <html>/atlas/).
-DEFAULT_CHAPTER_LINK = "../chapters/03_features.html"
+DEFAULT_CHAPTER_LINK = "../book/chapters/03_features.html"
 CITATIONS_FILE = "citations.js"
 ASSETS = ("atlas.css", "atlas.js")
 #: Heat-map cells are stored as integers in [-MAP_LEVELS, MAP_LEVELS] of the feature's largest |cell|.
@@ -74,19 +74,20 @@ def write_script(path: Path, variable: str, payload) -> None:
         temporary.write_text(f"window.{variable} = {json_dumps(payload)};\n", encoding="utf-8")
 
 
-def write_citations(artifacts_root: str | os.PathLike, atlas_dir: str | os.PathLike) -> dict:
-    """Write ``citations.js`` (how many SAE-Rad reports cite each feature) into a built atlas.
+def write_citations(artifacts_root: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
+    """Write ``citations.js`` (how many SAE-Rad reports cite each feature) into ``out_dir``.
 
-    Called by the reports chapter, which runs after the atlas is built; the pages
-    read the file through a ``<script>`` tag and say "n/a" while it holds null.
+    Called by the reports chapter, which runs after the atlas is built, with its own folder
+    (``reports/atlas``); publishing the book lays the file over the atlas's placeholder
+    (:data:`saerad.publish.EXTRA_PAGES`). The pages read it through a ``<script>`` tag and say "n/a"
+    while it holds null.
 
     Returns the counts written (:func:`saerad.features.atlas_data.citation_counts`).
     """
-    atlas_dir = Path(atlas_dir)
-    if not (atlas_dir / "index.html").exists():
-        raise FileNotFoundError(f"{atlas_dir / 'index.html'} is missing: build the atlas (build_atlas) first")
+    out_dir = Path(out_dir)
     counts = citation_counts(Path(artifacts_root) / "reports" / "generated.jsonl")
-    write_script(atlas_dir / CITATIONS_FILE, "ATLAS_CITATIONS", counts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_script(out_dir / CITATIONS_FILE, "ATLAS_CITATIONS", counts)
     return counts
 
 
@@ -167,7 +168,7 @@ def build_atlas(artifacts_root: str | os.PathLike, out_dir: str | os.PathLike, s
                 *, examples_per_band: int = 4, top_examples: int = 8, neighbours: int = 8, seed: int = 0,
                 heatmaps: bool = True, encoder_dir: str | os.PathLike | None = None,
                 chapter_link: str = DEFAULT_CHAPTER_LINK, thumbnail_size: int = 128, thumbnail_quality: int = 80,
-                progress: bool = False) -> AtlasSummary:
+                search: FeatureSearch | None = None, progress: bool = False) -> AtlasSummary:
     """Build the feature atlas of ``artifacts_root`` into ``out_dir`` (replaced only when the build succeeds).
 
     Parameters
@@ -195,6 +196,9 @@ def build_atlas(artifacts_root: str | os.PathLike, out_dir: str | os.PathLike, s
         The features chapter, relative to the atlas folder (or an absolute URL).
     thumbnail_size, thumbnail_quality
         Longest side (pixels, never enlarged) and JPEG quality of the shared thumbnails.
+    search
+        The text search the index page repeats; default: the chapter's evidence search rebuilt from the
+        artifacts (:func:`saerad.features.atlas_search.evidence_search`).
     progress
         Show progress bars.
 
@@ -212,8 +216,7 @@ def build_atlas(artifacts_root: str | os.PathLike, out_dir: str | os.PathLike, s
     if not (sae_dir / "cfg.json").exists():
         raise FileNotFoundError(f"{sae_dir / 'cfg.json'} is missing: give the SAE the features stage described")
     tables = load_atlas_tables(root)
-    descriptions_path = root / "features" / "descriptions.jsonl"
-    search = browser_index(list(read_descriptions(descriptions_path).values()))
+    search_index = browser_index(search if search is not None else evidence_search(root, tables))
     sae = load_sae(sae_dir)
     if sae.config.d_sae != tables.activations.shape[1]:
         raise ValueError(f"{sae_dir}: d_sae={sae.config.d_sae}, but features/activations.npz has "
@@ -253,7 +256,7 @@ def build_atlas(artifacts_root: str | os.PathLike, out_dir: str | os.PathLike, s
         "rows": [[r["feature"], r["status"], r["description"] if r["status"] == "ok" else (r["flag_reason"] or ""),
                   r["density"], r["fire_count"], r["max"], (r["explanation"] or {}).get("auroc"),
                   r["alignment"]["finding"], r["alignment"]["auroc"], r["alignment"]["purity"]] for r in records],
-        "search": search,
+        "search": search_index,
         "meta": {"n_images": int(tables.activations.shape[0]), "d_sae": int(sae.config.d_sae),
                  "n_live": len(records), "has_heatmaps": has_maps, "heatmap_note": note,
                  "grid": grid, "chapter": chapter_link,

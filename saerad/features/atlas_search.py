@@ -2,8 +2,9 @@
 
 The index page ranks features for a typed query exactly as
 :class:`saerad.features.search.FeatureSearch` does in Python. The search
-hands over its fitted vocabulary, idf weights and normalised description rows
-(the ``browser_index`` format below); ``atlas.js`` repeats sklearn's query
+hands over its fitted vocabulary, idf weights and each feature's row of term
+weights (the mean of its evidence reports' normalised TF-IDF vectors; the
+``browser_index`` format below); ``atlas.js`` repeats sklearn's query
 analysis on them (lower case, synonyms, token pattern, stop words, word
 n-grams, sublinear tf, idf, L2 norm) and takes the dot product with each row.
 
@@ -24,50 +25,30 @@ import math
 import re
 from typing import Sequence
 
-from sklearn.feature_extraction.text import TfidfVectorizer
-
-from saerad.features.descriptions import FeatureDescription
-from saerad.features.search import FeatureSearch
+from saerad.features.search import N_EVIDENCE_REPORTS, FeatureSearch
 
 #: Keys every browser index must have (checked before it is written into a page).
 BROWSER_INDEX_KEYS = ("features", "vocabulary", "idf", "rows", "stop_words", "synonyms", "token_pattern",
                       "ngram_max", "sublinear_tf")
 
 
-def tfidf_browser_index(vectoriser: TfidfVectorizer, matrix, features: Sequence[int],
-                        synonyms: Sequence[tuple[str, str]] = ()) -> dict:
-    """The browser index of a fitted ``TfidfVectorizer`` and its (L2-normalised) document matrix.
-
-    A stand-in for ``FeatureSearch.browser_index()`` while the search does not
-    have it; used by :func:`browser_index` and by the tests' tiny indexes.
-    """
-    if vectoriser.analyzer != "word" or not vectoriser.lowercase:
-        raise ValueError("the browser scorer repeats only word analysis of lower-cased text")
-    vocabulary = sorted(vectoriser.vocabulary_, key=vectoriser.vocabulary_.get)
-    csr = matrix.tocsr()
-    rows = []
-    for row in range(csr.shape[0]):
-        start, end = csr.indptr[row], csr.indptr[row + 1]
-        pairs = sorted(zip(csr.indices[start:end].tolist(), csr.data[start:end].tolist()))
-        rows.append([[int(column), round(float(weight), 10)] for column, weight in pairs])
-    stop_words = vectoriser.get_stop_words() or ()
-    return {"features": [int(feature) for feature in features], "vocabulary": vocabulary,
-            "idf": [round(float(value), 10) for value in vectoriser.idf_], "rows": rows,
-            "stop_words": sorted(stop_words), "synonyms": [list(pair) for pair in synonyms],
-            # sklearn's default "(?u)\b\w\w+\b": the inline flag is Python's default for str and JS has no such group.
-            "token_pattern": vectoriser.token_pattern.removeprefix("(?u)"), "ngram_max": int(vectoriser.ngram_range[1]),
-            "sublinear_tf": bool(vectoriser.sublinear_tf)}
-
-
-def browser_index(descriptions: Sequence[FeatureDescription]) -> dict:
-    """The browser index of the feature search over ``descriptions`` (described features only)."""
-    search = FeatureSearch(descriptions)
-    if hasattr(search, "browser_index"):
-        index = search.browser_index()
-    else:  # the search's own export is the reference; this builds the same from its fitted parts
-        index = tfidf_browser_index(search.vectoriser, search.matrix, [d.feature for d in search.features])
+def browser_index(search: FeatureSearch) -> dict:
+    """The browser index of ``search`` (:meth:`FeatureSearch.browser_index`), checked."""
+    index = search.browser_index()
     check_browser_index(index)
     return index
+
+
+def evidence_search(artifacts_root, tables, n_reports: int = N_EVIDENCE_REPORTS) -> FeatureSearch:
+    """The features chapter's search, rebuilt from a run's artifacts (for an atlas built outside the chapter)."""
+    from saerad.features.stage import study_findings, training_top_reports
+
+    live = sorted(int(feature) for feature in tables.feature_index["feature"])
+    evidence, _ = training_top_reports(tables.activations, tables.activation_index, study_findings(artifacts_root),
+                                       live, n_reports)
+    described = tables.feature_index[tables.feature_index["status"] == "ok"]
+    return FeatureSearch(evidence, dict(zip(described["feature"].astype(int), described["description"].astype(str))),
+                         n_reports=n_reports)
 
 
 def check_browser_index(index: dict) -> None:
