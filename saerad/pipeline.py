@@ -55,6 +55,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from saerad import stage_records as records
 from saerad.paths import REPO_ROOT, project_path
+from saerad.features.preflight import check_planned_protection
+from saerad.io import read_json, write_json
 from saerad.preflight import PreflightError, check_stage
 from saerad.params import (
     EXECUTION_ONLY_PARAMETERS,
@@ -135,6 +137,48 @@ INTERRUPTED_MESSAGE = "interrupted; the stage's record says so; re-run to resume
 
 class StageFailed(RuntimeError):
     """A notebook cell raised; carries the stage, the cell and the error."""
+
+
+class ProfileBusy(RuntimeError):
+    """Another pipeline run holds the profile's artifacts."""
+
+
+#: The lock a run holds on its artifacts folder, and the note beside it saying who holds it.
+LOCK_NAME = ".pipeline.lock"
+LOCK_OWNER_NAME = ".pipeline.owner.json"
+
+
+@contextlib.contextmanager
+def profile_lock(artifacts_root: Path, profile: str):
+    """Hold the profile's artifacts for this run; raise :class:`ProfileBusy` if another run holds them.
+
+    Two runs of one profile would overwrite each other's artifacts and records. The lock is an OS file
+    lock (``filelock``), so it is released when the process ends, however it ends (a killed run leaves
+    no stale lock behind).
+    """
+    from datetime import datetime, timezone
+
+    from filelock import FileLock, Timeout
+
+    artifacts_root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(artifacts_root / LOCK_NAME), timeout=0)
+    owner_path = artifacts_root / LOCK_OWNER_NAME
+    try:
+        lock.acquire()
+    except Timeout:
+        owner = read_json(owner_path) if owner_path.exists() else {}
+        raise ProfileBusy(
+            f"another pipeline run of profile {profile!r} is using {_display_path(artifacts_root)}"
+            + (f" (process {owner.get('pid')}, started {owner.get('started')}: {owner.get('command')})" if owner else "")
+            + ": wait for it to finish or stop it; two runs of one profile would overwrite each other's artifacts"
+        ) from None
+    try:
+        write_json(owner_path, {"pid": os.getpid(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                "command": " ".join(sys.argv)})
+        yield
+    finally:
+        owner_path.unlink(missing_ok=True)
+        lock.release()
 
 
 def stage_names() -> list[str]:
@@ -283,62 +327,68 @@ def run(
     root = planned.artifacts_root
     selected = select_stages(only, start, stages)
     last = max(stages.index(stage) for stage in selected)
-    package = package_fingerprint()
+    # Data protection for every language-model stage of this run, before the first stage does any work.
+    check_planned_protection({stage.name: planned.parameters[stage.name] for stage in selected
+                              if stage.name in planned.parameters}
+                             | {"data": planned.parameters.get("data", {})}, root,
+                             data_runs=any(stage.name == "data" for stage in selected))
+    with profile_lock(root, profile):
+        package = package_fingerprint()
 
-    needed = needed_stages(selected, stages)
-    outcome: dict[str, str] = {}
-    fingerprints: dict[str, str] = {}
-    for stage in stages[: last + 1]:
-        stage_dir = root / stage.name
-        parameters = planned.parameters[stage.name]
-        record = records.read_record(stage_dir)
-        if stage not in selected:
-            if stage.name not in needed:
+        needed = needed_stages(selected, stages)
+        outcome: dict[str, str] = {}
+        fingerprints: dict[str, str] = {}
+        for stage in stages[: last + 1]:
+            stage_dir = root / stage.name
+            parameters = planned.parameters[stage.name]
+            record = records.read_record(stage_dir)
+            if stage not in selected:
+                if stage.name not in needed:
+                    continue
+                # Not run now, but a selected stage reads its artifacts: they must be complete, and made from
+                # the current runs of the stages they were read from.
+                problem = records.not_ok_reason(record) or _missing_text(
+                    stage, stage_dir, {**parameters, **record.get("parameters", {})})
+                outdated = [] if problem else [
+                    name for name in stage_reads(stage, stages)
+                    if name in record.get("upstream", {}) and record["upstream"][name] != fingerprints[name]]
+                if outdated:
+                    problem = f"they were made from an earlier run of {', '.join(map(repr, outdated))}"
+                if problem:
+                    needing = next(later.name for later in selected if stage.name in needed_stages([later], stages))
+                    raise StageFailed(
+                        f"stage {needing!r} needs the artifacts of {stage.name!r} for profile {profile!r}, but {problem}: "
+                        f"run `python -m saerad.pipeline --profile {profile} --from {stage.name}`"
+                        + (" (with the same --set values)" if outdated else ""))
+                fingerprints[stage.name] = record["fingerprint"]
                 continue
-            # Not run now, but a selected stage reads its artifacts: they must be complete, and made from
-            # the current runs of the stages they were read from.
-            problem = records.not_ok_reason(record) or _missing_text(
-                stage, stage_dir, {**parameters, **record.get("parameters", {})})
-            outdated = [] if problem else [
-                name for name in stage_reads(stage, stages)
-                if name in record.get("upstream", {}) and record["upstream"][name] != fingerprints[name]]
-            if outdated:
-                problem = f"they were made from an earlier run of {', '.join(map(repr, outdated))}"
-            if problem:
-                needing = next(later.name for later in selected if stage.name in needed_stages([later], stages))
-                raise StageFailed(
-                    f"stage {needing!r} needs the artifacts of {stage.name!r} for profile {profile!r}, but {problem}: "
-                    f"run `python -m saerad.pipeline --profile {profile} --from {stage.name}`"
-                    + (" (with the same --set values)" if outdated else ""))
-            fingerprints[stage.name] = record["fingerprint"]
-            continue
-        reads = stage_reads(stage, stages)
-        fingerprint = stage_fingerprint(notebooks_dir / stage.notebook, parameters,
-                                        [fingerprints[name] for name in reads], package)
-        chapter = root / EXECUTED_CHAPTERS / stage.notebook
-        missing = records.missing_outputs(stage_dir, stage.declared_outputs(parameters))
-        missing += [] if chapter.exists() else [f"the executed chapter {_display_path(chapter)}"]
-        reason = "--force" if force else records.stale_reason(
-            record, fingerprint, missing, parameters, {name: fingerprints[name] for name in reads})
-        if reason is None:
-            print(f"[{stage.name}] up to date (use --force to re-run)", flush=True)
-            outcome[stage.name] = "up to date"
+            reads = stage_reads(stage, stages)
+            fingerprint = stage_fingerprint(notebooks_dir / stage.notebook, parameters,
+                                            [fingerprints[name] for name in reads], package)
+            chapter = root / EXECUTED_CHAPTERS / stage.notebook
+            missing = records.missing_outputs(stage_dir, stage.declared_outputs(parameters))
+            missing += [] if chapter.exists() else [f"the executed chapter {_display_path(chapter)}"]
+            reason = "--force" if force else records.stale_reason(
+                record, fingerprint, missing, parameters, {name: fingerprints[name] for name in reads})
+            if reason is None:
+                print(f"[{stage.name}] up to date (use --force to re-run)", flush=True)
+                outcome[stage.name] = "up to date"
+                fingerprints[stage.name] = fingerprint
+                continue
+            check_stage(stage.name, parameters, root)
+            print(f"[{stage.name}] running {stage.notebook} ({reason}) -> {_display_path(chapter)}", flush=True)
+            base = {"stage": stage.name, "notebook": stage.notebook, "profile": profile, "parameters": parameters,
+                    "fingerprint": fingerprint, "upstream": {name: fingerprints[name] for name in reads}}
+            seconds = _run_stage(stage, notebooks_dir / stage.notebook, parameters, stage_dir, chapter, base, timeout)
+            print(f"[{stage.name}] done in {seconds:.1f} s", flush=True)
+            outcome[stage.name] = "ran"
             fingerprints[stage.name] = fingerprint
-            continue
-        check_stage(stage.name, parameters, root)
-        print(f"[{stage.name}] running {stage.notebook} ({reason}) -> {_display_path(chapter)}", flush=True)
-        base = {"stage": stage.name, "notebook": stage.notebook, "profile": profile, "parameters": parameters,
-                "fingerprint": fingerprint, "upstream": {name: fingerprints[name] for name in reads}}
-        seconds = _run_stage(stage, notebooks_dir / stage.notebook, parameters, stage_dir, chapter, base, timeout)
-        print(f"[{stage.name}] done in {seconds:.1f} s", flush=True)
-        outcome[stage.name] = "ran"
-        fingerprints[stage.name] = fingerprint
 
-    marker = publish_chapters(profile, root, chapters_dir, [stage.notebook for stage in stages], extra_dir)
-    missing = f" (not yet run: {', '.join(marker['missing'])})" if marker["missing"] else ""
-    print(f"published {len(marker['chapters'])} chapters of profile {profile!r} to {_display_path(chapters_dir)}"
-          f"{missing}", flush=True)
-    return outcome
+        marker = publish_chapters(profile, root, chapters_dir, [stage.notebook for stage in stages], extra_dir)
+        missing = f" (not yet run: {', '.join(marker['missing'])})" if marker["missing"] else ""
+        print(f"published {len(marker['chapters'])} chapters of profile {profile!r} to {_display_path(chapters_dir)}"
+              f"{missing}", flush=True)
+        return outcome
 
 
 def publish(profile: str, assignments: list[str] | None = None, **locations: Any) -> dict[str, Any]:
@@ -553,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as interruption:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return 128 + getattr(interruption, "signum", signal.SIGINT)
-    except (ParameterError, StageFailed, PreflightError, PublishError) as error:
+    except (ParameterError, StageFailed, PreflightError, PublishError, ProfileBusy) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ParameterError) else 1
     except OSError as error:  # e.g. an artifacts folder that cannot be written: the path and the reason

@@ -404,3 +404,36 @@ def test_the_reports_chapters_citations_are_laid_over_the_atlas_placeholder(tmp_
     (root / "reports" / "atlas" / "citations.js").write_text("window.ATLAS_CITATIONS = {};")
     publish_extra_pages(root, extra)
     assert (extra / "atlas" / "citations.js").read_text() == "window.ATLAS_CITATIONS = {};"
+
+
+def test_a_second_run_of_a_profile_is_refused_while_the_first_holds_it_and_a_killed_run_leaves_no_lock(tmp_path):
+    import subprocess
+    import textwrap
+
+    from saerad.pipeline import ProfileBusy, profile_lock
+
+    root = tmp_path / "artifacts" / "demo"
+    with profile_lock(root, "demo"):
+        with pytest.raises(ProfileBusy, match=r"another pipeline run of profile 'demo'.*process \d+"):
+            with profile_lock(root, "demo"):
+                pass
+    with profile_lock(root, "demo"):  # released on exit
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from saerad.pipeline import profile_lock
+        with profile_lock(Path({str(root)!r}), "demo"):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ProfileBusy):
+            with profile_lock(root, "demo"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with profile_lock(root, "demo"):  # the OS released the killed process's lock
+        pass

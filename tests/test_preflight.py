@@ -179,3 +179,24 @@ def test_acknowledged_restricted_use_goes_on_to_the_connection_checks(tmp_path, 
         assert server.model_requests() == []
     with pytest.raises(PreflightError, match=r"set metrics\.radfact_model"):
         check_stage("metrics", {"radfact_backend": "openai", "llm_base_url": "http://127.0.0.1:1/v1"}, root)
+
+
+def test_a_whole_run_reading_mimic_with_a_remote_describer_stops_before_the_data_stage(tmp_path, no_execution):
+    """Judged from the data stage's parameters when the data stage runs now: nothing runs for minutes first."""
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    write_mimic_fixture(dataset)
+    with pytest.raises(PreflightError) as stop:
+        pipeline.run("demo", artifacts_base=tmp_path / "artifacts", chapters_dir=tmp_path / "chapters",
+                     assignments=["data.source=mimic", f"data.dataset_root={dataset}",
+                                  "features.describer_backend=anthropic"])
+    assert ACKNOWLEDGE in str(stop.value) and "data.source='mimic' reads MIMIC-CXR reports" in str(stop.value)
+    assert not (tmp_path / "artifacts").exists()
+    # The same world marked as SynthCXR (the tests' fixtures) is not protected text: the check lets it through
+    # (the stages' own checks then ask for credentials, which these tests do not have).
+    (dataset / SYNTHCXR_MARKER).write_text("{}")
+    from saerad.features.preflight import planned_restriction
+
+    assert planned_restriction({"source": "mimic", "dataset_root": str(dataset)})[0] is False
+    assert planned_restriction({"source": "synthcxr"})[0] is False
+    assert planned_restriction({"source": "mimic", "dataset_root": ""})[0] is True
