@@ -197,3 +197,17 @@ def test_matryoshka_prefixes_end_with_the_whole_dictionary():
     assert experiments.matryoshka_prefixes(8, [0.01]) == (1, 8)
     with pytest.raises(ValueError, match="shares of d_sae"):
         experiments.matryoshka_prefixes(2048, [0.0])
+
+
+def test_second_half_change_reads_half_and_end_of_the_held_out_history():
+    history = pd.DataFrame({"step": [0, 50, 100, 150, 199], "held_out_l0": [100.0, 40.0, 30.0, 25.0, 20.0],
+                            "held_out_explained_variance": [0.1, 0.5, 0.7, 0.8, 0.85],
+                            "silent_for_an_epoch": [np.nan, 1.0, 3.0, 5.0, 8.0]})
+    change = experiments.second_half_change(history)
+    assert change["steps"] == 200 and change["l0_half"] == 30.0 and change["l0_end"] == 20.0
+    assert change["l0_change"] == pytest.approx(0.5)
+    assert (change["explained_variance_half"], change["silent_end"]) == (0.7, 8.0)
+    with pytest.raises(ValueError, match="lacks"):
+        experiments.second_half_change(history.drop(columns=["silent_for_an_epoch"]))
+    with pytest.raises(ValueError, match="no held-out"):
+        experiments.second_half_change(history.assign(held_out_l0=np.nan))

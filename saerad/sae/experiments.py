@@ -459,3 +459,28 @@ def matryoshka_prefixes(d_sae: int, prefix_fractions: list[float]) -> tuple[int,
     if bad:
         raise ValueError(f"matryoshka_prefix_fractions must be shares of d_sae in (0, 1], got {bad}")
     return tuple(sorted({max(1, round(share * d_sae)) for share in prefix_fractions} | {d_sae}))
+
+
+def second_half_change(history: pd.DataFrame) -> dict[str, float]:
+    """How much a run's held-out measures still moved over the second half of its training.
+
+    Reads the run's ``history.csv`` (held-out L0 and explained variance, and the count of features
+    silent for an epoch, logged along training) at the logged steps closest to half the run and to its
+    end. ``l0_change`` is ``|L0(half) - L0(end)| / L0(end)``. A run whose L0 still moves by tens of per
+    cent between half and end has not settled: its row is a snapshot at its step count, comparable with
+    rows trained as long, not a converged SAE.
+    """
+    needed = {"step", "held_out_l0", "held_out_explained_variance", "silent_for_an_epoch"}
+    missing = needed - set(history.columns)
+    if missing:
+        raise ValueError(f"the training history lacks {sorted(missing)}; expected a history.csv of this package")
+    logged = history.dropna(subset=["held_out_l0"])
+    if logged.empty:
+        raise ValueError("the training history has no held-out evaluation")
+    steps = logged["step"].to_numpy()
+    half, end = (logged.iloc[int(np.abs(steps - steps.max() / 2).argmin())], logged.iloc[int(steps.argmax())])
+    return {"steps": int(steps.max()) + 1, "l0_half": float(half["held_out_l0"]), "l0_end": float(end["held_out_l0"]),
+            "l0_change": abs(float(half["held_out_l0"]) - float(end["held_out_l0"])) / float(end["held_out_l0"]),
+            "explained_variance_half": float(half["held_out_explained_variance"]),
+            "explained_variance_end": float(end["held_out_explained_variance"]),
+            "silent_half": float(half["silent_for_an_epoch"]), "silent_end": float(end["silent_for_an_epoch"])}
