@@ -14,7 +14,7 @@ from saerad.counterfactual import axioms
 from saerad.counterfactual.decoder import (
     ConditionalDDPM, DecoderConfig, noise_prediction_loss, noise_schedule, sample_images, starting_noise,
 )
-from saerad.counterfactual.experiment import beta_for, chosen_features, features_by_description, pick_rows
+from saerad.counterfactual.experiment import beta_for, chosen_features, pick_rows
 from saerad.counterfactual.interventions import (
     add_then_remove, code_value, counterfactual_tokens, decode_conditions, do,
 )
@@ -331,18 +331,33 @@ def test_beta_on_the_code_scale_and_image_picks():
     assert len(pick_rows(labels, 10, seed=0)[1]) == 3
 
 
-def test_without_planted_truth_features_are_found_by_their_descriptions(tmp_path):
-    from saerad.features.descriptions import FeatureDescription, write_descriptions
+def test_without_planted_truth_features_are_found_by_the_chapters_search(tmp_path):
+    from scipy import sparse
 
-    path = write_descriptions(tmp_path / "descriptions.jsonl", [
-        FeatureDescription(3, "ok", "a left-sided cardiac pacemaker with leads"),
-        FeatureDescription(8, "ok", "an enlarged cardiac silhouette, i.e. cardiomegaly"),
-        FeatureDescription(9, "flagged", "", flag_reason="no shared statement"),
-    ])
-    chosen = features_by_description(path, ["pacemaker", "cardiomegaly"])
-    assert chosen["feature"].tolist() == [3, 8] and (chosen["similarity"] > 0).all()
-    with pytest.raises(ValueError, match="no feature description mentions 'pneumothorax'"):
-        features_by_description(path, ["pneumothorax"])
+    from saerad.counterfactual.experiment import features_by_search
+
+    root = tmp_path / "artifacts"
+    (root / "features").mkdir(parents=True)
+    (root / "data").mkdir()
+    # Feature 3 fires on the pacemaker studies, feature 8 on the cardiomegaly ones, feature 9 on all.
+    reports = ["Left-sided pacemaker.", "Left-sided pacemaker.", "Severe cardiomegaly.", "Severe cardiomegaly."]
+    pd.DataFrame({"study_id": [1, 2, 3, 4], "split": "train", "findings": reports}).to_csv(
+        root / "data" / "studies.csv", index=False)
+    pd.DataFrame({"row": range(4), "token_row": range(4), "dicom_id": list("abcd"), "subject_id": [1, 2, 3, 4],
+                  "study_id": [1, 2, 3, 4], "split": "train"}).to_csv(root / "features" / "activations_index.csv",
+                                                                       index=False)
+    dense = np.zeros((4, 10))
+    dense[[0, 1], 3], dense[[2, 3], 8], dense[:, 9] = 2.0, 1.5, 0.5
+    sparse.save_npz(root / "features" / "activations.npz", sparse.csr_matrix(dense))
+    pd.DataFrame({"feature": [3, 8, 9], "status": ["ok", "ok", "flagged"],
+                  "description": ["a pacemaker", "cardiomegaly", ""]}).to_csv(root / "features" / "feature_index.csv",
+                                                                            index=False)
+    chosen = features_by_search(root, ["pacemaker", "cardiomegaly"])
+    assert chosen["feature"].tolist() == [3, 8] and (chosen["score"] > 0).all()
+    with pytest.raises(ValueError, match="no feature's training reports mention 'pneumothorax'"):
+        features_by_search(root, ["pneumothorax"])
+    with pytest.raises(FileNotFoundError, match="run the features stage first"):
+        features_by_search(tmp_path / "nowhere", ["pacemaker"])
 
 
 # -- a finding with no held-out image (pacemaker in a small world) -------------------------------------------------

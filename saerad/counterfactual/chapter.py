@@ -28,13 +28,13 @@ def feature_choices(artifacts_root: str | Path, sae: SparseAutoencoder, findings
     """The feature of each finding and its β, and whether the data have planted truth.
 
     With SynthCXR's ground truth the feature is the one the features chapter aligned best with the finding
-    (``features/finding_alignment.csv``); on MIMIC-CXR, the one whose description matches the finding's name.
+    (``features/finding_alignment.csv``); on MIMIC-CXR, the features chapter's search's first hit for the finding's name.
 
     Returns
     -------
     (choices, has_ground_truth)
         ``choices`` has :data:`CHOICE_COLUMNS` plus the alignment's score column (``auroc`` or
-        ``similarity``); ``feature`` is -1 and the β columns NaN where no feature fires for the finding.
+        the search's ``score``); ``feature`` is -1 and the β columns NaN where no feature fires for the finding.
     """
     root = Path(artifacts_root)
     has_ground_truth = (root / "data" / "ground_truth.csv").exists()
@@ -42,8 +42,8 @@ def feature_choices(artifacts_root: str | Path, sae: SparseAutoencoder, findings
         chosen = experiment.chosen_features(root / "features" / "finding_alignment.csv", list(findings))
         chosen_by = "best AUROC in features/finding_alignment.csv"
     else:
-        chosen = experiment.features_by_description(root / "features" / "descriptions.jsonl", list(findings))
-        chosen_by = "best-matching description"
+        chosen = experiment.features_by_search(root, list(findings))
+        chosen_by = "first hit of the features chapter's search"
     stats_path = root / "features" / "feature_stats.csv"
     if not stats_path.exists():
         raise FileNotFoundError(f"{stats_path} is missing: run the features stage first")

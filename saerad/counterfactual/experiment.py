@@ -57,33 +57,31 @@ def chosen_features(alignment_path: str | Path, findings: list[str]) -> pd.DataF
     return chosen.reset_index().astype({"feature": int})
 
 
-def features_by_description(descriptions_path: str | Path, findings: list[str]) -> pd.DataFrame:
-    """Without planted truth (MIMIC-CXR): the feature whose description best matches each finding's name.
+def features_by_search(artifacts_root: str | Path, findings: list[str]) -> pd.DataFrame:
+    """Without planted truth (MIMIC-CXR): the feature the book's text search ranks first for each finding's name.
 
     The paper picked its features (311, pacemaker; 162, cardiomegaly) by
-    reading descriptions; this is the same choice made by text search
-    (:class:`saerad.features.search.FeatureSearch`), so it is not made by hand.
+    reading descriptions; this is the same choice made by the features
+    chapter's search (:func:`saerad.features.search.search_from_artifacts`:
+    the reports of the studies each feature fires on most), so it is not made by hand.
 
     Returns
     -------
     DataFrame
-        ``finding, feature, similarity`` (TF-IDF cosine of the description to the finding's name).
+        ``finding, feature, score`` (the search's score of the feature for the finding's name).
     """
-    from saerad.features.descriptions import read_descriptions
-    from saerad.features.search import FeatureSearch
+    from saerad.features.search import search_from_artifacts
 
-    path = Path(descriptions_path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run the features stage first")
-    search = FeatureSearch(list(read_descriptions(path).values()))
+    search = search_from_artifacts(artifacts_root)
     rows = []
     for finding in findings:
         match = search.features_for(finding.replace("_", " "), top=1)
         if match.empty:
-            raise ValueError(f"no feature description mentions {finding!r} in {path}")
+            raise ValueError(f"no feature's training reports mention {finding!r} "
+                             f"(searched under {Path(artifacts_root) / 'features'})")
         rows.append({"finding": finding, "feature": int(match["feature"].iloc[0]),
-                     "similarity": float(match["similarity"].iloc[0])})
-    return pd.DataFrame(rows)
+                     "score": float(match["score"].iloc[0])})
+    return pd.DataFrame(rows, columns=["finding", "feature", "score"])
 
 
 def beta_for(sae: SparseAutoencoder, feature_stats: pd.DataFrame, feature: int, beta: float | None,

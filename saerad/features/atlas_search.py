@@ -25,7 +25,7 @@ import math
 import re
 from typing import Sequence
 
-from saerad.features.search import N_EVIDENCE_REPORTS, FeatureSearch
+from saerad.features.search import N_EVIDENCE_REPORTS, FeatureSearch, search_over
 
 #: Keys every browser index must have (checked before it is written into a page).
 BROWSER_INDEX_KEYS = ("features", "vocabulary", "idf", "rows", "stop_words", "synonyms", "token_pattern",
@@ -40,15 +40,11 @@ def browser_index(search: FeatureSearch) -> dict:
 
 
 def evidence_search(artifacts_root, tables, n_reports: int = N_EVIDENCE_REPORTS) -> FeatureSearch:
-    """The features chapter's search, rebuilt from a run's artifacts (for an atlas built outside the chapter)."""
-    from saerad.features.stage import study_findings, training_top_reports
+    """The features chapter's search, rebuilt from a run's loaded tables (for an atlas built outside the chapter)."""
+    from saerad.features.stage import study_findings
 
-    live = sorted(int(feature) for feature in tables.feature_index["feature"])
-    evidence, _ = training_top_reports(tables.activations, tables.activation_index, study_findings(artifacts_root),
-                                       live, n_reports)
-    described = tables.feature_index[tables.feature_index["status"] == "ok"]
-    return FeatureSearch(evidence, dict(zip(described["feature"].astype(int), described["description"].astype(str))),
-                         n_reports=n_reports)
+    return search_over(tables.activations, tables.activation_index, study_findings(artifacts_root),
+                       tables.feature_index, n_reports)
 
 
 def check_browser_index(index: dict) -> None:

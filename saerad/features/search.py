@@ -187,6 +187,37 @@ class FeatureSearch:
                 "ngram_max": 2, "sublinear_tf": True, "n_reports": self.n_reports}
 
 
+def search_from_artifacts(artifacts_root, n_reports: int = N_EVIDENCE_REPORTS) -> FeatureSearch:
+    """The features chapter's search, rebuilt from a run's artifacts (its live features, their activations on
+    the training studies, the data stage's reports and the described features' descriptions)."""
+    from pathlib import Path
+
+    from saerad.features.stage import study_findings
+
+    features = Path(artifacts_root) / "features"
+    needed = [features / name for name in ("activations.npz", "activations_index.csv", "feature_index.csv")]
+    missing = [str(path) for path in needed if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} missing: run the features stage first")
+    activations = sparse.load_npz(needed[0]).tocsr()
+    index = pd.read_csv(needed[1], dtype={"dicom_id": str})
+    feature_index = pd.read_csv(needed[2])
+    return search_over(activations, index, study_findings(artifacts_root), feature_index, n_reports)
+
+
+def search_over(activations: sparse.csr_matrix, index: pd.DataFrame, findings: pd.Series,
+                feature_index: pd.DataFrame, n_reports: int = N_EVIDENCE_REPORTS) -> FeatureSearch:
+    """The search over ``feature_index``'s features (``feature, status, description``), with their top
+    ``n_reports`` training reports as evidence."""
+    from saerad.features.stage import training_top_reports
+
+    live = sorted(int(feature) for feature in feature_index["feature"])
+    evidence, _ = training_top_reports(activations, index, findings, live, n_reports)
+    described = feature_index[feature_index["status"] == "ok"]
+    return FeatureSearch(evidence, dict(zip(described["feature"].astype(int), described["description"].astype(str))),
+                         n_reports=n_reports)
+
+
 def finding_queries(alignment: pd.DataFrame, alignment_by_side: pd.DataFrame | None = None) -> pd.DataFrame:
     """The plain-name query of each planted finding (and of each finding and side) and its target feature.
 
