@@ -116,7 +116,7 @@ def comparison(out_root: Path) -> pd.DataFrame:
             "meets bar": "yes" if result["meets_bar"] else "no",
             "weakest 5": ", ".join(f"{k} {v:.2f}" for k, v in result["weakest_5"].items()),
             "negative share": _fmt(result.get("negative_share")),
-            "mean share of |z|²": _fmt(result.get("mean_share_of_squared_norm")),
+            "mean share of ‖z‖²": _fmt(result.get("mean_share_of_squared_norm")),
             "dirs for 90 % var": result.get("directions_for_90pct_variance", ""),
             "training": result.get("training", ""),
         })
