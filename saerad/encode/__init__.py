@@ -1,0 +1,1 @@
+"""Training encoders for the book (self-supervised: :mod:`saerad.encode.ssl_encoder`)."""
