@@ -282,6 +282,22 @@ def place_labels(
     return annotations
 
 
+def _labelled_rows(row_labels: Sequence[str], columns: int, size: float, fontsize: float):
+    """A grid of ``columns`` square panels per row, panels hidden, each row's label wrapped in a left margin."""
+    label_width = 1.1
+    caption_height = fontsize * 1.5 / 72
+    n_rows = max(1, len(row_labels))
+    figure, axes = plt.subplots(n_rows, columns + 1, squeeze=False,
+                                figsize=(label_width + columns * size, n_rows * (size + caption_height)),
+                                gridspec_kw={"width_ratios": [label_width] + [size] * columns})
+    for axis in axes.ravel():
+        axis.axis("off")
+    for r, label in enumerate(row_labels):
+        axes[r][0].text(1.0, 0.5, _wrap(label, label_width, fontsize), transform=axes[r][0].transAxes,
+                        ha="right", va="center", fontsize=fontsize)
+    return figure, axes
+
+
 def image_rows(
     rows: Sequence[Sequence[str | Path]],
     row_labels: Sequence[str],
@@ -304,17 +320,8 @@ def image_rows(
         if len(paths) != len(texts) or len(paths) > columns:
             raise ValueError(f"image_rows: row {number} has {len(paths)} images and {len(texts)} captions; expected "
                              f"as many captions as images and at most {columns} images")
-    label_width = 1.1
-    caption_height = fontsize * 1.5 / 72
-    n_rows = max(1, len(rows))
-    figure, axes = plt.subplots(n_rows, columns + 1, squeeze=False,
-                                figsize=(label_width + columns * size, n_rows * (size + caption_height)),
-                                gridspec_kw={"width_ratios": [label_width] + [size] * columns})
-    for axis in axes.ravel():
-        axis.axis("off")
-    for r, (paths, texts, label) in enumerate(zip(rows, captions, row_labels)):
-        axes[r][0].text(1.0, 0.5, _wrap(label, label_width, fontsize), transform=axes[r][0].transAxes,
-                        ha="right", va="center", fontsize=fontsize)
+    figure, axes = _labelled_rows(row_labels, columns, size, fontsize)
+    for r, (paths, texts) in enumerate(zip(rows, captions)):
         for axis, path, text in zip(axes[r][1:], paths, texts):
             pixels = readable_grey(path)
             if pixels is None:
@@ -350,17 +357,8 @@ def heatmap_rows(
     """
     if not (len(images) == len(heatmaps) == len(masks) == len(row_labels) == len(captions)):
         raise ValueError("heatmap_rows: images, heatmaps, masks, row_labels and captions need one entry per row")
-    label_width = 1.1
-    caption_height = fontsize * 1.5 / 72
-    n_rows = max(1, len(images))
-    figure, axes = plt.subplots(n_rows, columns + 1, squeeze=False,
-                                figsize=(label_width + columns * size, n_rows * (size + caption_height)),
-                                gridspec_kw={"width_ratios": [label_width] + [size] * columns})
-    for axis in axes.ravel():
-        axis.axis("off")
+    figure, axes = _labelled_rows(row_labels, columns, size, fontsize)
     for r in range(len(images)):
-        axes[r][0].text(1.0, 0.5, _wrap(row_labels[r], label_width, fontsize), transform=axes[r][0].transAxes,
-                        ha="right", va="center", fontsize=fontsize)
         for c, axis in enumerate(axes[r][1:][: len(images[r])]):
             heat = np.asarray(heatmaps[r][c], dtype=float)
             limit = float(np.abs(heat).max()) or 1.0
