@@ -77,10 +77,12 @@ test: install $(SAELENS_STAMP) browser
 # JupyterLab at the repository root, reachable from this machine only. Kernels start in the notebook's
 # folder; the chapters resolve relative paths against the repository root (saerad.paths.project_path).
 # Jupyter refuses root unless told, so --allow-root is added only when running as root (e.g. a container).
+# The server gives each kernel CurveZMQ keys, as the pipeline does, so no kernel warns "Kernel is running over
+# TCP without encryption" (python -m saerad.kernel_encryption prints the option, or nothing without CurveZMQ).
 # More options: make lab LAB_ARGS="--port=8899 --no-browser"
 LAB_ARGS ?=
 lab: install
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --ServerApp.ip=127.0.0.1 $$(test "$$(id -u)" -eq 0 && echo --allow-root) $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --ServerApp.ip=127.0.0.1 $$(test "$$(id -u)" -eq 0 && echo --allow-root) $$($(PY) -m saerad.kernel_encryption) $(LAB_ARGS)
 
 # The worked solutions of the exercises: real runs with the changed parameters, stored in
 # book/solutions/<profile>/ with a fingerprint (not part of `make book`: they take minutes each).

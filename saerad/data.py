@@ -21,6 +21,10 @@ PAPER_REPORTED_IMAGES = {"train": 239_931, "test": 3_403}
 
 GROUND_TRUTH_FILE = "synthcxr-ground-truth.csv.gz"
 
+#: Where the data stage's images and reports come from (its ``source``): the generated demo world, a copy of
+#: MIMIC-CXR-JPG, or the Indiana University (Open-i) collection.
+SOURCES = ("synthcxr", "mimic", "openi")
+
 
 def make_synthcxr(out_dir: str | Path, n_patients: int, image_size: int, max_studies_per_patient: int, seed: int,
                   progress: bool = False) -> tuple[Path, dict, float]:

@@ -34,6 +34,9 @@ from saerad.io import atomic_path, read_json, write_json, write_npy
 # once that it falls back to text bars; the executed chapters would carry that warning into the book.
 warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
 
+#: Precisions of the forward pass (the encode stage's ``dtype``); tokens are stored as float32 whatever it is.
+DTYPES = ("float32", "bfloat16", "float16")
+
 
 class EncoderError(RuntimeError):
     """The encoder checkpoint cannot be loaded or used."""
@@ -68,8 +71,8 @@ class ClassTokenEncoder:
 
         self.name = str(model)
         self.device = resolve_device(device)
-        if dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.dtype = getattr(torch, dtype)
         looks_local = Path(self.name).expanduser().exists() or self.name.startswith((".", "/", "~"))
         if looks_local and not Path(self.name).expanduser().is_dir():

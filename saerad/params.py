@@ -13,7 +13,10 @@ chapter notebook by papermill::
 The schema is the notebooks' own ``parameters`` cell: a name a profile or a
 ``--set`` gives must exist there, and its value must have the type of the
 default written there. So a parameter is declared exactly once, next to the
-code that uses it, and a typo is caught before any stage runs.
+code that uses it, and a typo is caught before any stage runs. The values a
+parameter accepts beyond its type (a positive count, a probability, one of a
+set of names) are declared once in :mod:`saerad.parameter_constraints` and
+joined to it by :func:`stage_schema`, so they too are checked before any stage runs.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
+
+if TYPE_CHECKING:
+    from saerad.parameter_constraints import Constraint
 
 #: Names every chapter declares and the runner fills in for all stages.
 COMMON_PARAMETERS = ("profile", "seed", "artifacts_root")
@@ -57,15 +63,24 @@ def load_yaml(text: str) -> Any:
 
 @dataclass(frozen=True)
 class NotebookParameter:
-    """One entry of a notebook's ``parameters`` cell."""
+    """One entry of a notebook's ``parameters`` cell, and what its values must be beyond their type."""
 
     name: str
     default: Any
     help: str = ""
+    constraint: Constraint | None = None
 
     @property
     def type_name(self) -> str:
         return "any" if self.default is None else type(self.default).__name__
+
+    @property
+    def expected(self) -> str:
+        """What the parameter accepts, in words: ``int >= 1``, ``str one of 'decode', 'header', 'none'``."""
+        if self.constraint is None:
+            return self.type_name
+        # A None default says nothing of the type: the constraint alone says what is accepted.
+        return self.constraint.expected if self.default is None else f"{self.type_name} {self.constraint.expected}"
 
 
 def notebook_parameters(notebook: str | Path) -> dict[str, NotebookParameter]:
@@ -100,8 +115,40 @@ def notebook_parameters(notebook: str | Path) -> dict[str, NotebookParameter]:
     return parameters
 
 
+def stage_schema(stage: str, notebook: str | Path) -> dict[str, NotebookParameter]:
+    """The parameters of ``stage``'s notebook, each with its constraint (:mod:`saerad.parameter_constraints`).
+
+    Raises
+    ------
+    ParameterError
+        When a constraint names a parameter the notebook does not declare (renamed or removed): the
+        constraint would otherwise stop checking anything without a word.
+    """
+    from dataclasses import replace
+
+    from saerad.parameter_constraints import constraints_for
+
+    schema = notebook_parameters(notebook)
+    constraints = constraints_for(stage)
+    stale = sorted(set(constraints) - set(schema) - set(COMMON_PARAMETERS))
+    if stale:
+        raise ParameterError(f"saerad/parameter_constraints.py: stage {stage!r} constrains {stale}, which "
+                             f"{Path(notebook).name}'s parameters cell does not declare")
+    return {name: replace(parameter, constraint=constraints.get(name)) for name, parameter in schema.items()}
+
+
 def check_value(where: str, parameter: NotebookParameter, value: Any) -> None:
-    """Raise :class:`ParameterError` if ``value`` cannot stand for ``parameter``."""
+    """Raise :class:`ParameterError` if ``value`` cannot stand for ``parameter``: wrong type, or out of range."""
+    _check_type(where, parameter, value)
+    # None is accepted where the notebook's own default is None, whatever the constraint says.
+    if parameter.constraint is None or (value is None and parameter.default is None):
+        return
+    if not parameter.constraint.allows(value):
+        raise ParameterError(f"{where}: parameter {parameter.name!r} expects {parameter.expected}, got {value!r}")
+
+
+def _check_type(where: str, parameter: NotebookParameter, value: Any) -> None:
+    """Raise :class:`ParameterError` if ``value`` has not the type of the parameter's default (None: any)."""
     expected = parameter.default
     if expected is None or value is None:
         return

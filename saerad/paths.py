@@ -18,3 +18,12 @@ def project_path(path: str | os.PathLike) -> Path:
     """``path`` itself when absolute, else the same path under the repository root."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else REPO_ROOT / path
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as a message shows it: relative to the repository root when inside it, else absolute."""
+    path = project_path(path).resolve()
+    try:
+        return path.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)

@@ -28,7 +28,9 @@ it anyway. So a change re-runs the stages that read what changed, and no other:
 ``--set reports.tau=1.5`` re-runs reports, metrics, the reader study and the
 scorecard, not the counterfactual chapter, which never opens the reports. After a successful
 run the profile's chapters are published as a whole into ``book/chapters/``
-(:mod:`saerad.publish`), so the book shows one profile.
+(:mod:`saerad.publish`), so the book shows one profile; a profile that lacks a
+chapter the book lists is not published (the book stays as it was, and a line
+says why).
 
 The bookkeeping is written here rather than taken from a build tool such as
 doit or make: those record a task's success only after it ends and keep it
@@ -54,7 +56,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from saerad import stage_records as records
-from saerad.paths import REPO_ROOT, project_path
+from saerad.paths import REPO_ROOT, display_path, project_path
 from saerad.features.preflight import check_planned_protection
 from saerad.io import read_json, write_json
 from saerad.preflight import PreflightError, check_stage
@@ -62,12 +64,13 @@ from saerad.params import (
     EXECUTION_ONLY_PARAMETERS,
     ParameterError,
     load_profile,
-    notebook_parameters,
     parse_overrides,
     resolve_parameters,
+    stage_schema,
     with_defaults,
 )
-from saerad.publish import CHAPTER_METADATA, EXECUTED_CHAPTERS, PublishError, publish_chapters
+from saerad.publish import (CHAPTER_METADATA, EXECUTED_CHAPTERS, PublishError, PublishIncomplete, listed_chapters,
+                            publish_chapters)
 
 Outputs = Sequence[str] | Callable[[Mapping[str, Any]], Sequence[str]]
 
@@ -83,6 +86,10 @@ class Stage:
     those stages read is in their own fingerprints). None: every stage before it, the safe default for a
     new chapter. A stage left out here is not re-run when that stage changes, so a chapter that starts
     reading another stage's folder must add it (tests/test_stage_reads.py checks the notebooks' paths).
+
+    ``requires`` names the read stages the chapter cannot run without, when opened by hand
+    (:func:`saerad.upstream.require_upstream`); None: every stage it reads, directly or through another.
+    A chapter that shows "not run" for a stage that has not run (the scorecard) requires none.
     """
 
     name: str
@@ -90,6 +97,7 @@ class Stage:
     title: str
     outputs: Outputs = ()
     reads: tuple[str, ...] | None = None
+    requires: tuple[str, ...] | None = None
 
     def declared_outputs(self, parameters: Mapping[str, Any]) -> list[str]:
         return list(self.outputs(parameters) if callable(self.outputs) else self.outputs)
@@ -123,13 +131,16 @@ STAGES: tuple[Stage, ...] = (
           ("review_page/review.html", "summary.csv", "summary.json"), reads=("data", "reports")),
     Stage("real_reports", "09_real_reports.ipynb", "Real reports: the report-reading tools on Open-i",
           ("real_reports_labeler.csv", "summary.json"), reads=()),
-    # The scorecard reads every chapter's results (reads=None: all stages before it).
-    Stage("scorecard", "08_scorecard.ipynb", "Does SAE-Rad hold up?", ("scorecard.csv",)),
+    # The scorecard reads every chapter's results (reads=None: all stages before it), and marks a claim
+    # "not run" when its chapter has not run, so it requires none of them.
+    Stage("scorecard", "08_scorecard.ipynb", "Does SAE-Rad hold up?", ("scorecard.csv",), requires=()),
 )
 
 #: Where the book reads its chapters, and where it picks up the static pages (reader study, feature atlas).
 BOOK_CHAPTERS_DIR = REPO_ROOT / "book" / "chapters"
 BOOK_EXTRA_DIR = REPO_ROOT / "book" / "extra"
+#: The book's table of contents: the chapters it lists must all be there before a profile is published.
+BOOK_TOC = REPO_ROOT / "_toc.yml"
 
 #: What a user sees on Ctrl-C instead of a traceback.
 INTERRUPTED_MESSAGE = "interrupted; the stage's record says so; re-run to resume"
@@ -266,13 +277,17 @@ def plan(
 ) -> Plan:
     """Validate a profile and its ``--set`` values against the notebooks; nothing is written.
 
+    Every value is checked for the type of its notebook default and for the range or choices declared in
+    :mod:`saerad.parameter_constraints`; the first problem raises :class:`ParameterError` naming the stage,
+    the parameter, the value and what is expected.
+
     ``artifacts_root`` defaults to ``<artifacts_base>/<profile>``; a profile or ``--set artifacts_root=...``
     may move it, for every stage at once: records and executed chapters go there too.
     """
     artifacts_base = Path(artifacts_base or REPO_ROOT / "artifacts")
     notebooks_dir = Path(notebooks_dir or REPO_ROOT / "notebooks")
     profile_data = load_profile(Path(params_dir or REPO_ROOT / "params") / f"{profile}.yaml")
-    schemas = {stage.name: notebook_parameters(notebooks_dir / stage.notebook) for stage in stages}
+    schemas = {stage.name: stage_schema(stage.name, notebooks_dir / stage.notebook) for stage in stages}
     resolved = resolve_parameters(
         profile, profile_data, schemas, parse_overrides(assignments or []), _display_path(artifacts_base / profile)
     )
@@ -302,6 +317,7 @@ def run(
     stages: tuple[Stage, ...] = STAGES,
     notebooks_dir: Path | None = None,
     params_dir: Path | None = None,
+    toc_path: Path | None = None,
 ) -> dict[str, str]:
     """Validate all parameters, execute the selected stages in order, then publish the profile's chapters.
 
@@ -313,6 +329,10 @@ def run(
         Where the profile's executed chapters are published for the book (default ``book/chapters``; only
         then are the static pages, the reader-study review page and the feature atlas, published to
         ``book/extra`` too).
+    toc_path
+        The book's table of contents (default ``_toc.yml``): the chapters are published only when the
+        profile holds every one it lists in ``chapters_dir``; otherwise the book is left as it was and a
+        line says why (the stages' work is done; the run does not fail for it).
 
     Returns
     -------
@@ -384,20 +404,37 @@ def run(
             outcome[stage.name] = "ran"
             fingerprints[stage.name] = fingerprint
 
-        marker = publish_chapters(profile, root, chapters_dir, [stage.notebook for stage in stages], extra_dir)
-        missing = f" (not yet run: {', '.join(marker['missing'])})" if marker["missing"] else ""
-        print(f"published {len(marker['chapters'])} chapters of profile {profile!r} to {_display_path(chapters_dir)}"
-              f"{missing}", flush=True)
+        _publish_after_run(profile, root, chapters_dir, stages, extra_dir, Path(toc_path or BOOK_TOC))
         return outcome
 
 
+def _publish_after_run(profile: str, root: Path, chapters_dir: Path, stages: Sequence[Stage],
+                       extra_dir: Path | None, toc_path: Path) -> None:
+    """Publish the run's profile, or say in one line why the book was left as it was."""
+    try:
+        marker = publish_chapters(profile, root, chapters_dir, [stage.notebook for stage in stages], extra_dir,
+                                  required=listed_chapters(toc_path, chapters_dir))
+    except PublishIncomplete as incomplete:
+        print(incomplete, flush=True)
+        return
+    missing = f" (not yet run: {', '.join(marker['missing'])})" if marker["missing"] else ""
+    print(f"published {len(marker['chapters'])} chapters of profile {profile!r} to {_display_path(chapters_dir)}"
+          f"{missing}", flush=True)
+
+
 def publish(profile: str, assignments: list[str] | None = None, **locations: Any) -> dict[str, Any]:
-    """Publish ``profile``'s executed chapters into ``book/chapters`` without running anything."""
-    chapters_dir = locations.pop("chapters_dir", None)
-    extra_dir = BOOK_EXTRA_DIR if chapters_dir is None else None
+    """Publish ``profile``'s executed chapters into ``book/chapters`` without running anything.
+
+    Raises :class:`saerad.publish.PublishIncomplete`, changing nothing, when the profile lacks a chapter the
+    table of contents (``toc_path``, default ``_toc.yml``) lists.
+    """
+    chapters_dir = Path(locations.pop("chapters_dir", None) or BOOK_CHAPTERS_DIR)
+    extra_dir = BOOK_EXTRA_DIR if chapters_dir == BOOK_CHAPTERS_DIR else None
+    toc_path = Path(locations.pop("toc_path", None) or BOOK_TOC)
     planned = plan(profile, assignments, **locations)
-    return publish_chapters(profile, planned.artifacts_root, Path(chapters_dir or BOOK_CHAPTERS_DIR),
-                            [stage.notebook for stage in locations.get("stages", STAGES)], extra_dir)
+    return publish_chapters(profile, planned.artifacts_root, chapters_dir,
+                            [stage.notebook for stage in locations.get("stages", STAGES)], extra_dir,
+                            required=listed_chapters(toc_path, chapters_dir))
 
 
 def _missing_text(stage: Stage, stage_dir: Path, parameters: Mapping[str, Any]) -> str | None:
@@ -521,17 +558,14 @@ def _signals_stop_the_kernel() -> Iterator[None]:
 
 
 def _kernel_options() -> dict[str, Any]:
-    """Encrypt the kernel's loopback traffic (CurveZMQ) where pyzmq can.
+    """Encrypt the kernel's loopback traffic (CurveZMQ) where pyzmq can (:mod:`saerad.kernel_encryption`).
 
     ipykernel warns "Kernel is running over TCP without encryption" at every start otherwise; with keys
     provisioned by the kernel manager the traffic is encrypted and the warning has no cause.
     """
-    import zmq
-    from traitlets.config import Config
+    from saerad.kernel_encryption import kernel_manager_config
 
-    if not zmq.has("curve"):
-        return {}
-    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+    return kernel_manager_config()
 
 
 #: Tags of the cells that hold parameters: the notebook's defaults and papermill's injected values.
@@ -561,11 +595,7 @@ def label_chapter(executed: Path, label: dict[str, Any]) -> None:
 
 
 def _display_path(path: Path) -> str:
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        return str(path)
+    return display_path(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -589,8 +619,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             for stage in STAGES:
                 print(f"{stage.name}: notebooks/{stage.notebook} — {stage.title}")
-                for parameter in notebook_parameters(REPO_ROOT / "notebooks" / stage.notebook).values():
-                    print(f"    {parameter.name} = {parameter.default!r}  ({parameter.type_name}) {parameter.help}")
+                for parameter in stage_schema(stage.name, REPO_ROOT / "notebooks" / stage.notebook).values():
+                    print(f"    {parameter.name} = {parameter.default!r}  ({parameter.expected}) {parameter.help}")
             return 0
         if args.publish:
             if args.only or args.start or args.force:

@@ -43,6 +43,54 @@ def test_make_lab_listens_on_loopback_and_allows_root_only_as_root():
     assert ("--allow-root" in expanded) == (os.geteuid() == 0)
 
 
+def _installed_kernels() -> list[str]:
+    """The kernel specs a notebook opened in JupyterLab may start: the chapters' ``python3``, and ``make
+    install``'s ``saerad`` where it is installed."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return [name for name in ("python3", "saerad") if name in KernelSpecManager().find_kernel_specs()]
+
+
+async def _start_and_stop_kernel(options: list[str], kernel_name: str) -> bool:
+    """Start ``kernel_name`` as the JupyterLab server started with ``options`` would; return whether it got keys."""
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+    from traitlets.config.loader import KVArgParseConfigLoader
+
+    manager = AsyncMappingKernelManager(config=KVArgParseConfigLoader(options).load_config())
+    kernel_id = await manager.start_kernel(kernel_name=kernel_name)
+    kernel = manager.get_kernel(kernel_id)
+    client = kernel.client()
+    client.start_channels()
+    try:
+        await client._async_wait_for_ready(timeout=60)  # the warning is logged while the kernel binds its sockets
+    finally:
+        client.stop_channels()
+        await manager.shutdown_kernel(kernel_id, now=True)
+    return kernel.curve_publickey is not None
+
+
+def test_make_lab_kernels_start_encrypted_without_the_tcp_warning(capfd):
+    """ipykernel warns "Kernel is running over TCP without encryption" unless the server provisions CurveZMQ keys."""
+    from saerad.kernel_encryption import encryption_available, server_options
+
+    assert "$(.venv/bin/python -m saerad.kernel_encryption)" in _lab_command("")
+    if not encryption_available():
+        pytest.skip("this pyzmq has no CurveZMQ: the kernels cannot be encrypted, and still warn")
+    options = server_options()
+    assert options == ["--MappingKernelManager.transport_encryption=auto"]
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    for name in _installed_kernels():
+        # "auto" provisions keys only for a kernel spec that declares it supports them (ipykernel install does).
+        assert "curve" in KernelSpecManager().get_kernel_spec(name).metadata.get("supported_encryption", []), name
+        capfd.readouterr()
+        assert asyncio.run(_start_and_stop_kernel(options, name)), name
+        assert "without encryption" not in capfd.readouterr().err, name
+    # Without the option the same kernel warns: the test sees the warning where there is one.
+    asyncio.run(_start_and_stop_kernel([], "python3"))
+    assert "Kernel is running over TCP without encryption" in capfd.readouterr().err
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -126,3 +174,7 @@ def test_make_lab_starts_and_its_kernel_resolves_artifacts_against_the_repositor
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
+    # The kernel's log goes to the server's output: it started encrypted, without ipykernel's warning.
+    from saerad.kernel_encryption import encryption_available
+
+    assert not encryption_available() or "without encryption" not in server.stdout.read()

@@ -115,3 +115,76 @@ def test_stage_parameters_are_the_notebook_defaults_merged_with_the_record(tmp_p
     assert stage_settings(tmp_path, "features")["top_k"] == 4
     with pytest.raises(ParameterError, match="unknown stage 'train'"):
         stage_parameters(tmp_path, "train")
+
+
+# -- declared ranges and choices, checked by plan() before any stage runs ------------------------------------
+
+@pytest.mark.parametrize("assignment, message", [
+    ("data.n_patients=0", "stage 'data': parameter 'n_patients' expects int >= 1, got 0"),
+    ("sae.lr=-1", "stage 'sae': parameter 'lr' expects float > 0, got -1"),
+    ("data.verify_images=bogus",
+     "stage 'data': parameter 'verify_images' expects str one of 'decode', 'header', 'none', got 'bogus'"),
+    ("metrics.radfact_backend=claude", "stage 'metrics': parameter 'radfact_backend' expects str one of 'offline'"),
+    ("encode.probe_min_prevalence=1.5", "stage 'encode': parameter 'probe_min_prevalence' expects float in [0, 1]"),
+    ("reports.configs=[no_aux, priors]", "stage 'reports': parameter 'configs' expects list whose items are each "
+                                         "one of 'no_aux', 'indication', 'indication_priors', got ['no_aux', 'priors']"),
+    ("sae.table3_steps=0", "stage 'sae': parameter 'table3_steps' expects >= 1, or None"),
+    ("sae.steps=null", "stage 'sae': parameter 'steps' expects int >= 1, got None"),
+    ("seed=-1", "stage 'data': parameter 'seed' expects int >= 0, got -1"),
+])
+def test_out_of_range_values_are_refused_by_plan_naming_stage_parameter_value_and_expectation(assignment, message):
+    from saerad.pipeline import plan
+
+    with pytest.raises(ParameterError) as refusal:
+        plan("demo", [assignment])
+    assert str(refusal.value).startswith(message)
+
+
+def test_values_inside_the_declared_ranges_and_optional_nones_are_accepted():
+    from saerad.pipeline import plan
+
+    planned = plan("demo", ["sae.layer_norm_l1_coefficient=null", "sae.table3_steps=null", "encode.device=cuda:1",
+                            "reports.configs=[]", "reader_study.simulated_cases=0", "sae.resampling_every=0"])
+    assert planned.parameters["encode"]["device"] == "cuda:1"
+
+
+@pytest.mark.parametrize("profile", ["demo", "iu", "paper"])
+def test_shipped_profiles_plan_cleanly_with_the_constraints(profile):
+    from saerad.pipeline import STAGES, plan
+
+    assert set(plan(profile).parameters) == {stage.name for stage in STAGES}
+
+
+def test_every_numeric_parameter_is_constrained_and_every_default_meets_its_constraint():
+    from saerad.params import COMMON_PARAMETERS, check_value, stage_schema
+    from saerad.pipeline import REPO_ROOT, STAGES
+
+    unconstrained = []
+    for stage in STAGES:
+        for parameter in stage_schema(stage.name, REPO_ROOT / "notebooks" / stage.notebook).values():
+            check_value(f"notebooks/{stage.notebook}", parameter, parameter.default)
+            numeric = isinstance(parameter.default, (int, float)) and not isinstance(parameter.default, bool)
+            if numeric and parameter.constraint is None and parameter.name not in COMMON_PARAMETERS:
+                unconstrained.append(f"{stage.name}.{parameter.name}")
+    assert not unconstrained, f"declare their ranges in saerad/parameter_constraints.py: {unconstrained}"
+
+
+def test_a_constraint_on_a_parameter_the_notebook_lacks_is_an_error(monkeypatch):
+    from saerad import parameter_constraints
+    from saerad.params import stage_schema
+    from saerad.pipeline import REPO_ROOT
+
+    monkeypatch.setattr(parameter_constraints, "COMMON_CONSTRAINTS", {"n_patient": parameter_constraints.POSITIVE})
+    with pytest.raises(ParameterError, match=r"stage 'data' constrains \['n_patient'\].*00_data.ipynb"):
+        stage_schema("data", REPO_ROOT / "notebooks" / "00_data.ipynb")
+
+
+def test_choice_sets_are_the_ones_the_code_uses():
+    from saerad.llm import BACKENDS
+    from saerad.parameter_constraints import stage_constraints
+    from saerad.reports.prompt import CONFIGS
+
+    constraints = stage_constraints()
+    assert all(constraints["features"]["describer_backend"].allows(name) for name in BACKENDS)
+    assert not constraints["features"]["describer_backend"].allows("claude")
+    assert constraints["reports"]["configs"].allows(list(CONFIGS))

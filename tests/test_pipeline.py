@@ -13,7 +13,7 @@ import pytest
 
 from saerad.params import ParameterError
 from saerad.pipeline import INTERRUPTED_MESSAGE, Stage, StageFailed, publish, run
-from saerad.publish import published_profile
+from saerad.publish import PublishError, PublishIncomplete, published_profile
 
 STAGES = (Stage("first", "00_first.ipynb", "First", ("value.txt",)), Stage("second", "01_second.ipynb", "Second"))
 # The first notebook writes its artifact, then may fail (crash_at) or hang (hang_at) with it half replaced.
@@ -281,7 +281,8 @@ def test_profiles_are_separate_trees_and_the_book_shows_one(book):
     assert _labels(root / "chapters") == {"00_first.ipynb": "demo", "01_second.ipynb": "demo"}
     assert (root / "chapters/00_first.ipynb").read_bytes() == (
         root / "artifacts/demo/chapters/00_first.ipynb").read_bytes()
-    # A profile that ran only its first stage replaces the book's chapters too, never joins them.
+    # In a chapters folder no table of contents lists, a profile that ran only its first stage replaces the
+    # chapters too, never joins them (the book's own folder is refused such a profile: see the next test).
     (root / "params" / "third.yaml").write_text("seed: 3\n")
     run("third", only=["first"], **kwargs)
     assert _labels(root / "chapters") == {"00_first.ipynb": "third"}
@@ -289,6 +290,67 @@ def test_profiles_are_separate_trees_and_the_book_shows_one(book):
     publish("other", **{key: kwargs[key] for key in ("artifacts_base", "chapters_dir", "stages",
                                                      "notebooks_dir", "params_dir")})
     assert _labels(root / "chapters") == {"00_first.ipynb": "other", "01_second.ipynb": "other"}
+
+
+LOCATIONS = ("artifacts_base", "chapters_dir", "stages", "notebooks_dir", "params_dir", "toc_path")
+
+
+def _listing_toc(root: Path) -> Path:
+    """A table of contents listing the test's two chapters in ``<root>/chapters``, as _toc.yml lists the book's."""
+    toc = root / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapters/00_first\n  - file: chapters/01_second\n"
+                   "  - file: reference\n")
+    return toc
+
+
+def _published(chapters: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(chapters.iterdir())}
+
+
+def test_a_partial_run_into_another_root_leaves_the_book_as_it_was(book, capsys):
+    root, kwargs = book
+    kwargs = {**kwargs, "toc_path": _listing_toc(root)}
+    assert run("demo", **kwargs) == {"first": "ran", "second": "ran"}
+    published = _published(root / "chapters")
+    elsewhere = root / "elsewhere"
+    capsys.readouterr()
+    # The run itself succeeds (its stage ran); the book keeps the complete profile and says why.
+    assert run("demo", only=["first"], assignments=[f"artifacts_root={elsewhere}"], **kwargs) == {"first": "ran"}
+    said = capsys.readouterr().out
+    assert (f"chapters not updated: {elsewhere} holds 1 of the 2 chapters the book lists (missing: 01_second.ipynb). "
+            f"Run the remaining stages (`python -m saerad.pipeline --profile demo --set artifacts_root={elsewhere}`"
+            in said)
+    assert _published(root / "chapters") == published
+    assert published_profile(root / "chapters")["artifacts_root"] == str(root / "artifacts" / "demo")
+    # Asked for explicitly (--publish), that root is refused, and nothing changes either.
+    locations = {key: kwargs[key] for key in LOCATIONS}
+    with pytest.raises(PublishIncomplete, match="holds 1 of the 2 chapters the book lists"):
+        publish("demo", [f"artifacts_root={elsewhere}"], **locations)
+    assert _published(root / "chapters") == published
+    # Once that root holds every chapter, it is published as before.
+    assert run("demo", assignments=[f"artifacts_root={elsewhere}"], **kwargs) == {"first": "up to date",
+                                                                                    "second": "ran"}
+    assert published_profile(root / "chapters")["artifacts_root"] == str(elsewhere)
+    assert sorted(published_profile(root / "chapters")["chapters"]) == ["00_first.ipynb", "01_second.ipynb"]
+
+
+def test_publishing_holds_a_lock_on_the_book_folder(book, monkeypatch):
+    from saerad import publish as publishing
+
+    root, kwargs = book
+    kwargs = {**kwargs, "toc_path": _listing_toc(root)}
+    run("demo", **kwargs)
+    run("other", **kwargs)  # now the book shows "other"
+    published = _published(root / "chapters")
+    locations = {key: kwargs[key] for key in LOCATIONS}
+    monkeypatch.setattr(publishing, "BOOK_LOCK_TIMEOUT", 0.2)
+    with publishing.book_lock(root / "chapters"):  # another pipeline publishing into the same book
+        with pytest.raises(PublishError, match=f"another pipeline has been publishing into {root}"):
+            publish("demo", **locations)
+        assert _published(root / "chapters") == published
+    assert (root / publishing.BOOK_LOCK_NAME).exists()
+    publish("demo", **locations)
+    assert _labels(root / "chapters") == {"00_first.ipynb": "demo", "01_second.ipynb": "demo"}
 
 
 def test_artifacts_root_moves_records_and_chapters_with_it(book):

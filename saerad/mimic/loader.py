@@ -43,6 +43,9 @@ CHEXPERT_OBSERVATIONS = (
     "Pleural Other", "Pneumonia", "Pneumothorax", "Support Devices",
 )
 FRONTAL_VIEWS = ("AP", "PA")
+#: How far the loaders check each kept image (the data stage's ``verify_images``): decode it whole (catches
+#: truncated files), only read its header, or only check that the file exists.
+IMAGE_CHECKS = ("decode", "header", "none")
 
 #: Written by the SynthCXR generator at the root of every world it makes: the one mark of a dataset whose
 #: reports are not under a data use agreement. Any other dataset the loader reads is treated as MIMIC-CXR.
@@ -283,8 +286,8 @@ def load_dataset(
     progress
         Show progress bars.
     """
-    if verify_images not in ("decode", "header", "none"):
-        raise ValueError(f"verify_images must be 'decode', 'header' or 'none', got {verify_images!r}")
+    if verify_images not in IMAGE_CHECKS:
+        raise ValueError(f"verify_images must be one of {IMAGE_CHECKS}, got {verify_images!r}")
     if dataset_root in (None, ""):
         raise DatasetError("dataset_root is empty: give the folder of MIMIC-CXR-JPG 2.0.0")
     root = Path(dataset_root).expanduser()

@@ -265,8 +265,8 @@ def load_openi(
         Accepted so that the call is the MIMIC-CXR loader's; they change nothing: Open-i's sections are
         labelled (there is no last paragraph to fall back on) and no patient has two reports.
     """
-    if verify_images not in ("decode", "header", "none"):
-        raise ValueError(f"verify_images must be 'decode', 'header' or 'none', got {verify_images!r}")
+    if verify_images not in mimic.IMAGE_CHECKS:
+        raise ValueError(f"verify_images must be one of {mimic.IMAGE_CHECKS}, got {verify_images!r}")
     root = Path(images_root).expanduser() if images_root not in (None, "") else None
     if root is not None and not root.is_dir():
         raise DatasetError(f"images_root {root} is not a folder (expected the unpacked Open-i PNGs, NLMCXR_png.tgz)")
