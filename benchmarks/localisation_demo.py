@@ -2,7 +2,8 @@
 
 For every SynthCXR finding, the feature the features stage aligned with it
 (``features/finding_alignment.csv``) is mapped over the test-split frontal
-images that carry the finding (:mod:`saerad.features.spatial`), and scored
+images that carry the finding (:mod:`saerad.features.spatial`; a DINOv2 encoder gets the
+per-patch attention split of :mod:`saerad.features.spatial_vit`), and scored
 against the planted masks with the pointing game and the top-area IoU, beside
 a centre prior and the image's own (cell-averaged) intensity
 (:mod:`saerad.features.localisation`).
@@ -27,7 +28,7 @@ from PIL import Image
 
 from saerad.encoder import ClassTokenEncoder
 from saerad.features.localisation import finding_maps, localise_findings, score_methods
-from saerad.features.spatial import last_feature_map, load_token_scale
+from saerad.features.spatial import load_token_scale
 from saerad.io import read_json
 from saerad.sae import load_sae
 
@@ -48,8 +49,9 @@ def check_tokens_match(artifacts: Path, encoder: ClassTokenEncoder, n_images: in
     for path in paths:
         with Image.open(root / path) as picture:
             pictures.append(picture.convert("RGB"))
-    _, token = last_feature_map(encoder, encoder.preprocess(pictures))
-    return float(np.abs(token.numpy() - stored).max())
+    # The class token itself (pooler_output), for a mean-pooled CNN and a ViT alike.
+    token = encoder.encode_pixels(encoder.preprocess(pictures))
+    return float(np.abs(token - stored).max())
 
 
 def hits_by_side(artifacts: Path, encoder, sae, table: pd.DataFrame, split: str) -> pd.DataFrame:

@@ -33,7 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from saerad.encode.ssl_encoder import make_encoder, token_geometry  # noqa: E402
+from saerad.encode.comparison import token_geometry  # noqa: E402
+from saerad.encode.ssl_encoder import make_encoder  # noqa: E402
 from saerad.encoder import ClassTokenEncoder, dataset_image_paths, encode_paths  # noqa: E402
 from saerad.probe import probe_auroc, summarise_probes  # noqa: E402
 from saerad.tokens import probe_labels  # noqa: E402

@@ -18,6 +18,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
+#: Newton's method with a Cholesky solve: the probe's problem (an L2-regularised logistic regression on a few
+#: thousand tokens of a few hundred numbers) has the same unique optimum for every solver, and this one reaches it
+#: in a few iterations where lbfgs needed hundreds on ill-conditioned tokens (25.7 s against 0.6 s for the 16
+#: probes of the demo's label-free encoder, same AUROCs to 4 decimals).
+SOLVER = "newton-cholesky"
+
+
 def probe_auroc(
     train_tokens: np.ndarray,
     train_labels: pd.DataFrame,
@@ -58,7 +65,7 @@ def probe_auroc(
         if probed:
             model = make_pipeline(
                 StandardScaler(),
-                LogisticRegression(C=regularisation, max_iter=2000, random_state=seed),
+                LogisticRegression(C=regularisation, max_iter=2000, random_state=seed, solver=SOLVER),
             )
             model.fit(train_tokens, y_train)
             auroc = float(roc_auc_score(y_test, model.predict_proba(test_tokens)[:, 1]))

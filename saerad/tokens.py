@@ -45,7 +45,8 @@ def save_index_and_scale(out_dir: str | Path, images: pd.DataFrame, tokens: np.n
 
 
 def load_class_tokens(
-    artifacts_root: str | Path, split: str | None = None, scaled: bool = True, mmap: bool = True
+    artifacts_root: str | Path, split: str | None = None, scaled: bool = True, mmap: bool = True,
+    arm: str | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Class tokens of the encode stage (scaled as in Appendix B.3) with their index rows.
 
@@ -59,6 +60,10 @@ def load_class_tokens(
         Multiply by the stored constant so the training tokens' mean norm is sqrt(dim).
     mmap
         Memory-map the token file instead of reading it (paper scale).
+    arm
+        None: the profile's encoder. Otherwise the name of a comparison arm of
+        the encode stage (``encode/arms/<arm>/``, :mod:`saerad.encode.comparison`):
+        its tokens, in the same rows, with its own scale.
 
     Returns
     -------
@@ -66,18 +71,28 @@ def load_class_tokens(
         Images the encoder could not read are left out of both.
     """
     stage = Path(artifacts_root) / "encode"
-    if not (stage / "class_tokens.npy").exists():
-        raise FileNotFoundError(f"{stage / 'class_tokens.npy'} is missing: run the encode stage first")
-    tokens = np.load(stage / "class_tokens.npy", mmap_mode="r" if mmap else None)
+    folder = stage if arm is None else stage / "arms" / arm
+    if not (folder / "class_tokens.npy").exists():
+        what = "" if arm is None else f" (comparison arm {arm!r}; arms written: {_arm_names(stage)})"
+        raise FileNotFoundError(f"{folder / 'class_tokens.npy'} is missing{what}: run the encode stage first")
+    tokens = np.load(folder / "class_tokens.npy", mmap_mode="r" if mmap else None)
     index = pd.read_csv(stage / "tokens_index.csv", dtype={"dicom_id": str})
-    keep = index["encoded"].to_numpy()
+    if len(index) != len(tokens):
+        raise ValueError(f"{folder / 'class_tokens.npy'} has {len(tokens)} rows but {stage / 'tokens_index.csv'} "
+                         f"has {len(index)}: re-run the encode stage")
+    keep = index["encoded"].to_numpy() & np.isfinite(np.asarray(tokens[:, :1])).ravel()
     if split is not None:
         keep = keep & (index["split"] == split).to_numpy()
     rows = np.flatnonzero(keep)
     selected = np.asarray(tokens[rows], dtype=np.float32)
     if scaled:
-        selected *= np.float32(read_json(stage / "scale.json")["scale"])
+        selected *= np.float32(read_json(folder / "scale.json")["scale"])
     return selected, index.iloc[rows].reset_index(drop=True)
+
+
+def _arm_names(stage: Path) -> list[str]:
+    arms = stage / "arms"
+    return sorted(path.name for path in arms.iterdir() if path.is_dir()) if arms.is_dir() else []
 
 
 def probe_labels(data_dir: str | Path, index: pd.DataFrame) -> tuple[pd.DataFrame, str]:

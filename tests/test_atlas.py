@@ -322,13 +322,44 @@ def test_write_citations_fills_the_placeholder(tiny_run, built, tmp_path):
         (reports / "generated.jsonl").unlink()
 
 
-def test_vit_encoder_gives_an_atlas_without_heat_maps(tiny_run, tmp_path):
-    vit = save_tiny_dinov2(tmp_path / "vit", image_size=SIZE)
+def test_vit_encoder_gives_an_atlas_with_attention_heat_maps(tiny_run, tmp_path):
+    from saerad.encoder import ClassTokenEncoder
+    from saerad.sae import load_sae
+
+    vit = save_tiny_dinov2(tmp_path / "vit", image_size=SIZE, hidden_size=WIDTH)  # 8 x 8 patches of 8 px
     summary = build_atlas(tiny_run["root"], tmp_path / "atlas", tiny_run["sae_dir"], encoder_dir=vit)
-    assert not summary.has_heatmaps and "does not pool its last feature map by a plain mean" in summary.heatmap_note
-    page = _page_data(tmp_path / "atlas" / "features" / f"{tiny_run['live'][0]}.html")
-    assert all("map" not in example for example in page["examples"])
-    assert '"has_heatmaps":false' in (tmp_path / "atlas" / "data" / "index.js").read_text()
+    assert summary.has_heatmaps and "last block's attention" in summary.heatmap_note
+    index = json.loads((tmp_path / "atlas" / "data" / "index.js").read_text().split(" = ", 1)[1].rstrip(";\n"))
+    assert index["meta"]["grid"] == [8, 8] and "last attention layer" in index["meta"]["heatmap_caption"]
+    # Each example's cells plus its remainder are the feature's pre-activation on the ViT's token
+    # (times the decoder norm, the book's units): the split is exact.
+    images = pd.read_csv(tiny_run["root"] / "data" / "images.csv", dtype={"dicom_id": str})
+    dataset = Path(json.loads((tiny_run["root"] / "data" / "dataset.json").read_text())["root"])
+    encoder = ClassTokenEncoder(vit)
+    tokens = encoder.encode_images([Image.open(dataset / path).convert("RGB") for path in images["image_path"]])
+    sae = load_sae(tiny_run["sae_dir"])
+    with torch.no_grad():
+        _, magnitude = sae.pre_activations(torch.from_numpy(tokens) * 0.9)
+    expected = (magnitude * sae.W_dec.detach().norm(dim=1)).double().numpy()
+    table = json.loads((tmp_path / "atlas" / "data" / "images.js").read_text().split(" = ", 1)[1].rstrip(";\n"))
+    row_of_dicom = {dicom: k for k, dicom in enumerate(images["dicom_id"])}
+    checked = 0
+    for feature in tiny_run["live"]:
+        page = _page_data(tmp_path / "atlas" / "features" / f"{feature}.html")
+        for example in page["examples"]:
+            assert len(example["map"]) == 64 and max(abs(v) for v in example["map"]) <= 99
+            row = row_of_dicom[table[example["image"]][3]]
+            total = example["map_mean"] + example["map_remainder"]
+            size = abs(example["map_mean"]) + abs(example["map_remainder"])
+            assert total == pytest.approx(expected[row, feature], abs=1e-3 * max(1.0, size))
+            checked += 1
+    assert checked > 10
+
+
+def test_resnet_atlas_pages_carry_no_remainder(built):
+    page = _page_data(next((built.out_dir / "features").glob("*.html")))
+    assert page["examples"] and all("map_remainder" not in example for example in page["examples"])
+    assert "heatmap_caption" not in (built.out_dir / "data" / "index.js").read_text()
 
 
 @pytest.mark.parametrize("file, change, error, pattern", [

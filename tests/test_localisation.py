@@ -187,11 +187,13 @@ def test_bad_inputs_name_what_was_expected():
         top_area_regions(maps, [1, 2])
 
 
-def test_localise_findings_on_a_tiny_synthcxr_layout(tmp_path):
-    """End to end on hand-written artifacts: images, ground truth, masks, a tiny encoder and SAE."""
+@pytest.mark.parametrize("kind", ["resnet", "dinov2"])
+def test_localise_findings_on_a_tiny_synthcxr_layout(tmp_path, kind):
+    """End to end on hand-written artifacts: images, ground truth, masks, a tiny encoder (a mean-pooled
+    ResNet, or a DINOv2 ViT, split through its last block's attention) and SAE."""
     import torch
     from PIL import Image
-    from transformers import BitImageProcessor, ResNetConfig, ResNetModel
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model, ResNetConfig, ResNetModel
 
     from saerad.features.localisation import images_with_finding, localise_findings
     from saerad.io import write_json
@@ -225,8 +227,12 @@ def test_localise_findings_on_a_tiny_synthcxr_layout(tmp_path):
         images_with_finding(root, "effusion (left)")
 
     torch.manual_seed(0)
-    model = ResNetModel(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 8, 8, 16],
-                                     depths=[1, 1, 1, 1], layer_type="basic")).eval()
+    if kind == "resnet":
+        model = ResNetModel(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 8, 8, 16],
+                                         depths=[1, 1, 1, 1], layer_type="basic")).eval()
+    else:  # 4 x 4 patches of 16 px
+        model = Dinov2Model(Dinov2Config(image_size=64, patch_size=16, hidden_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, mlp_ratio=2)).eval()
     processor = BitImageProcessor(do_resize=False, do_center_crop=False, image_mean=[0.5] * 3, image_std=[0.25] * 3)
 
     class Encoder:
@@ -243,6 +249,7 @@ def test_localise_findings_on_a_tiny_synthcxr_layout(tmp_path):
     assert result.loc[0, "n_images"] == 4 and result.loc[1, "n_images"] == 0
     assert 0.0 <= result.loc[0, "feature_hit_rate"] <= 1.0
     assert np.isnan(result.loc[1, "feature_hit_rate"])
+    assert result.loc[0, "grid_ceiling"] >= 0.0  # scored on the encoder's 4 x 4 grid (cells or patches)
 
 
 def test_centre_prior_verdicts_say_why_a_feature_loses():

@@ -135,10 +135,38 @@ def test_bad_inputs_name_what_was_expected(tiny_resnet, pixels):
         spatial_attribution(tiny_resnet, wrong_width, pixels, [0])
 
 
-def test_a_vit_is_refused_with_the_reason():
+def test_the_dispatcher_gives_a_resnet_the_mean_decomposition_with_no_remainder(tiny_resnet, pixels):
+    sae = tiny_sae("sae_rad")
+    result = spatial_attribution(tiny_resnet, sae, pixels, [0, 9], token_scale=0.7)
+    assert result.method == "mean" and result.remainder.shape == (3, 2) and not result.remainder.any()
+    assert spatial_attribution(tiny_resnet, sae, pixels, [0, 9], token_scale=0.7, method="mean").method == "mean"
+    # The maps are the per-cell pre-activations, computed as before the ViT path existed.
+    with torch.no_grad():
+        feature_map = tiny_resnet(pixel_values=pixels).last_hidden_state.double()
+    offset, weight, bias, _ = affine_preactivation(sae, [0, 9])
+    expected = ((0.7 * feature_map.permute(0, 2, 3, 1) - offset) @ weight + bias).permute(0, 3, 1, 2).numpy()
+    np.testing.assert_array_equal(result.position_maps, expected)
+    for method in ("attention", "patch_tokens"):
+        with pytest.raises(ValueError, match="method for a mean-pooled CNN"):
+            spatial_attribution(tiny_resnet, sae, pixels, [0], method=method)
+
+
+def test_a_vit_gets_the_attention_split_and_the_mean_check_names_it():
+    from saerad.features.spatial import check_mean_pooled
     from transformers import Dinov2Config, Dinov2Model
 
     vit = Dinov2Model(Dinov2Config(image_size=32, patch_size=16, hidden_size=WIDTH, num_hidden_layers=1,
                                    num_attention_heads=2, mlp_ratio=1)).eval()
-    with pytest.raises(SpatialAttributionError, match="CLS token"):
-        spatial_attribution(vit, tiny_sae("sae_rad"), torch.zeros(1, 3, 32, 32), [0])
+    result = spatial_attribution(vit, tiny_sae("sae_rad"), torch.zeros(1, 3, 32, 32), [0])
+    assert result.method == "attention" and result.position_maps.shape == (1, 1, 2, 2)
+    with pytest.raises(SpatialAttributionError, match="CLS token.*last block's attention"):
+        check_mean_pooled(vit)
+
+
+def test_a_convnext_is_refused_with_the_reason():
+    from transformers import ConvNextConfig, ConvNextModel
+
+    config = ConvNextConfig(num_channels=3, num_stages=2, hidden_sizes=[8, WIDTH], depths=[1, 1])
+    convnext = ConvNextModel(config).eval()
+    with pytest.raises(SpatialAttributionError, match="layer-normalises after the spatial mean"):
+        spatial_attribution(convnext, tiny_sae("sae_rad"), torch.zeros(1, 3, 64, 64), [0])

@@ -99,15 +99,6 @@ def test_augmentation_never_mirrors():
     assert mask.shape == (2, 1, 64, 64) and float(mask.mean()) == pytest.approx(0.5)
 
 
-def test_token_geometry():
-    rng = np.random.default_rng(0)
-    positive = np.abs(rng.normal(size=(200, 8))) + 5
-    geometry = ssl_encoder.token_geometry(positive)
-    assert geometry["negative_share"] == 0.0 and geometry["mean_share_of_squared_norm"] > 0.9
-    signed = rng.normal(size=(500, 8)) * np.array([3, 1, 1, 1, 1, 1, 1, 1])
-    assert ssl_encoder.token_geometry(signed)["directions_for_90pct_variance"] >= 5
-
-
 def test_matching_cells_pairs_the_same_image_points():
     features = torch.randn(3, 8, 4, 4)
     identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(3, 2, 3)

@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from saerad.encode.comparison import token_geometry
 from saerad.io import write_json, write_text
 
 #: The book's demo world uses seed 0 (params/demo.yaml); the supervised demo encoder used 20241003.
@@ -347,20 +348,6 @@ def encode_array(encoder, images: np.ndarray, mean: float, std: float, batch_siz
         tokens.append(encoder(pixel_values=_as_input(x, mean, std)).pooler_output.flatten(1).numpy())
     encoder.train(was_training)
     return np.concatenate(tokens)
-
-
-def token_geometry(tokens: np.ndarray) -> dict:
-    """Sign, the mean's share of the squared norm, and directions for 90 % of the variance."""
-    tokens = np.asarray(tokens, dtype=np.float64)
-    mean = tokens.mean(axis=0)
-    centred = tokens - mean
-    variance = np.linalg.svd(centred, compute_uv=False) ** 2
-    share = np.cumsum(variance) / variance.sum()
-    return {
-        "negative_share": float((tokens < 0).mean()),
-        "mean_share_of_squared_norm": float((mean @ mean) / (tokens ** 2).sum(axis=1).mean()),
-        "directions_for_90pct_variance": int(np.searchsorted(share, 0.9) + 1),
-    }
 
 
 def monitor_probe(encoder, monitor, mean: float, std: float) -> dict:

@@ -2,7 +2,8 @@
 
 ``activations``  sparse activations chunk by chunk, streaming per-feature statistics and top-k studies
 ``alignment``    AUROC of each feature for each planted SynthCXR finding, best feature per finding
-``spatial``      where in the image a feature's pre-activation comes from (mean-pooled encoders, exact)
+``spatial``      where in the image a feature's pre-activation comes from (mean-pooled CNNs, exact; ViTs by
+                 dispatch to ``spatial_vit``, the exact split through the last block's attention)
 ``localisation`` pointing game and IoU of those maps against SynthCXR's planted masks, with baselines
 """
 

@@ -92,41 +92,62 @@ def write_citations(artifacts_root: str | os.PathLike, out_dir: str | os.PathLik
 
 
 def _heatmaps(artifacts_root: Path, tables: AtlasTables, records: list[dict], image_rows: list[int], sae,
-              encoder_dir, image_root: Path, progress: bool) -> tuple[bool, str, list | None]:
-    """Add each example's map (``map``: ints) and each feature's ``map_scale``; return (has maps, note, [h, w])."""
-    from saerad.features.atlas_maps import example_maps, image_feature_maps, load_atlas_encoder
+              encoder_dir, image_root: Path, progress: bool) -> tuple[bool, str, list | None, str | None]:
+    """Add each example's map (``map``: ints) and each feature's ``map_scale``.
+
+    Returns (has maps, note, [h, w], caption): the caption is None for a mean-pooled CNN (the page's own
+    text describes its maps) and describes the attention split for a ViT, whose examples also get
+    ``map_remainder`` (the part of the pre-activation no patch carries).
+    """
+    from saerad.features.atlas_maps import atlas_example_maps, load_atlas_encoder
     from saerad.features.spatial import SpatialAttributionError, load_token_scale
 
     encoder = load_atlas_encoder(artifacts_root, encoder_dir)
     paths_by_dicom = dict(zip(tables.images["dicom_id"], tables.images["image_path"]))
     dicoms = tables.activation_index["dicom_id"].to_numpy()
-    try:
-        maps = image_feature_maps(encoder, [image_root / paths_by_dicom[dicoms[row]] for row in image_rows],
-                                  progress=progress)
-    except SpatialAttributionError as error:
-        return False, (f"No heat maps: the encoder ({type(encoder.model).__name__}) does not pool its last feature "
-                       f"map by a plain mean, so a feature's pre-activation does not split over image positions. "
-                       f"({error})"), None
     position = {row: k for k, row in enumerate(image_rows)}
     pairs = [(position[example["row"]], record["feature"]) for record in records for example in record["examples"]]
-    cells = example_maps(maps, [p[0] for p in pairs], [p[1] for p in pairs], sae, load_token_scale(artifacts_root))
+    try:
+        cells, remainder, method = atlas_example_maps(
+            encoder, [image_root / paths_by_dicom[dicoms[row]] for row in image_rows], [p[0] for p in pairs],
+            [p[1] for p in pairs], sae, load_token_scale(artifacts_root), progress=progress)
+    except SpatialAttributionError as error:
+        return False, (f"No heat maps: a feature's pre-activation does not split over image positions for the "
+                       f"encoder {type(encoder.model).__name__}. ({error})"), None, None
     # In the book's units: activation = ReLU(pre-activation) · ||W_dec[i]||, so where a feature fires
-    # the mean of its cells equals the activation the page prints.
+    # the mean of its cells (plus the remainder, for a ViT) equals the activation the page prints.
     norms = sae.W_dec.detach().double().norm(dim=1).numpy()
     cells *= norms[[p[1] for p in pairs]][:, None, None]
+    remainder = remainder * norms[[p[1] for p in pairs]]
     k = 0
     for record in records:
         chunk = cells[k:k + len(record["examples"])]
+        rest = remainder[k:k + len(record["examples"])]
         k += len(record["examples"])
         scale = float(np.abs(chunk).max()) if chunk.size else 0.0
         record["map_scale"] = significant(scale, 4)
-        for example, grid in zip(record["examples"], chunk):
+        for example, grid, left in zip(record["examples"], chunk, rest):
             example["map"] = (np.round(grid / scale * MAP_LEVELS).astype(int).ravel().tolist() if scale > 0
                               else [0] * grid.size)
             example["map_mean"] = significant(grid.mean(), 4)
-    height, width = maps.shape[-2:]
+            if method == "attention":
+                example["map_remainder"] = significant(left, 4)
+    height, width = cells.shape[-2:]
+    if method == "attention":
+        note = (f"Heat maps: each of the encoder's {height} × {width} patches' contribution to the feature's "
+                f"pre-activation through the last block's attention, times the number of patches (and the decoder "
+                f"norm), so the mean of the cells plus the image's remainder (CLS token, residual, MLP, biases) is "
+                f"the pre-activation, and where the feature fires its activation.")
+        caption = (f"The map is each patch's contribution to the feature's pre-activation through the encoder's last "
+                   f"attention layer ({height} × {width} patches, times their number): red pushes the feature up, "
+                   f"blue pushes it down; one scale for every image on this page. Where the feature fires, the mean "
+                   f"of the cells plus the remainder that no patch carries (the CLS token's own path) is its "
+                   f"activation. A patch's value says which patch token the last layer reads the feature from, "
+                   f"not which pixels caused it.")
+        return True, note, [int(height), int(width)], caption
     return True, (f"Heat maps: the feature's pre-activation in each of the encoder's {height} × {width} cells "
-                  f"(times the decoder norm, so where the feature fires the mean of the cells is its activation)."), [int(height), int(width)]
+                  f"(times the decoder norm, so where the feature fires the mean of the cells is its activation)."), \
+        [int(height), int(width)], None
 
 
 def _write_thumbnails(folder: Path, paths: list[Path], size: int, quality: int, progress: bool) -> None:
@@ -188,8 +209,10 @@ def build_atlas(artifacts_root: str | os.PathLike, out_dir: str | os.PathLike, s
     seed
         Seed of the band draws (with the feature id; each feature's draw is its own).
     heatmaps
-        False skips the encoder pass (pages say there are no heat maps). Encoders that are not
-        mean-pooled (ViTs) give no heat maps either, with the reason on the pages.
+        False skips the encoder pass (pages say there are no heat maps). A mean-pooled CNN gives
+        each cell's pre-activation, a DINOv2 ViT each patch's contribution through the last block's
+        attention (:mod:`saerad.features.spatial_vit`); other encoders give no heat maps, with the
+        reason on the pages.
     encoder_dir
         The encoder; default: the one ``encode/scale.json`` names.
     chapter_link
@@ -234,9 +257,10 @@ def build_atlas(artifacts_root: str | os.PathLike, out_dir: str | os.PathLike, s
     if missing:
         raise ValueError(f"{root / 'data' / 'images.csv'} lacks {len(missing)} image(s) of "
                          f"features/activations_index.csv, e.g. {missing[:3]}")
-    has_maps, note, grid = False, "No heat maps: the atlas was built with heatmaps=False.", None
+    has_maps, note, grid, caption = False, "No heat maps: the atlas was built with heatmaps=False.", None, None
     if heatmaps:
-        has_maps, note, grid = _heatmaps(root, tables, records, image_rows, sae, encoder_dir, image_root, progress)
+        has_maps, note, grid, caption = _heatmaps(root, tables, records, image_rows, sae, encoder_dir, image_root,
+                                                  progress)
 
     image_id = {row: number for number, row in enumerate(image_rows)}
     for record in records:
@@ -259,7 +283,7 @@ def build_atlas(artifacts_root: str | os.PathLike, out_dir: str | os.PathLike, s
         "search": search_index,
         "meta": {"n_images": int(tables.activations.shape[0]), "d_sae": int(sae.config.d_sae),
                  "n_live": len(records), "has_heatmaps": has_maps, "heatmap_note": note,
-                 "grid": grid, "chapter": chapter_link,
+                 "grid": grid, **({"heatmap_caption": caption} if caption else {}), "chapter": chapter_link,
                  "scored_saved": tables.scored_studies is not None,
                  "explanation_saved": tables.explanation is not None,
                  "examples_per_band": examples_per_band, "top_examples": top_examples, "seed": seed},

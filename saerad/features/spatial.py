@@ -1,7 +1,15 @@
-"""Where in the image an SAE feature's pre-activation comes from, for mean-pooled convolutional encoders.
+"""Where in the image an SAE feature's pre-activation comes from: mean-pooled CNNs here, DINOv2 ViTs by dispatch.
 
-Why the decomposition is exact
-------------------------------
+:func:`spatial_attribution` takes either kind of encoder and returns the same
+:class:`SpatialAttribution`. For a mean-pooled CNN (the demo's ResNet) it uses
+the exact mean decomposition below (``method="mean"``); for a DINOv2 ViT
+(Rad-DINO, the paper profile) the exact split through the last block's
+attention, or on request the SAE on each patch token
+(:mod:`saerad.features.spatial_vit`, whose notes say what those maps mean and
+why the attention split is the default).
+
+Why the mean decomposition is exact (CNN)
+----------------------------------------
 The demo encoder (``models/synthcxr-resnet-small``, a ``transformers``
 ``ResNetModel``) pools its last feature map ``f`` (``[C, h, w]``, 4 × 4 at
 128 px input) by a plain mean: its class token is
@@ -52,14 +60,15 @@ What the decomposition does not say
 
 Supported encoders
 ------------------
-Models whose ``pooler`` is ``AdaptiveAvgPool2d`` to 1 × 1 applied directly
-to ``last_hidden_state`` (``ResNetModel``; the check is also made numerically
-on every batch). Not supported, with a clear error: ViTs (Rad-DINO, the paper
-profile), whose class token is a layer-normed CLS token rather than a mean of
-patch tokens, so the SAE's pre-activation does not split over patches (running
-the SAE on each patch token would be a different, out-of-distribution
-analysis); and ConvNeXt, which layer-normalises *after* the mean, a
-non-linear step.
+Mean decomposition: models whose ``pooler`` is ``AdaptiveAvgPool2d`` to 1 × 1
+applied directly to ``last_hidden_state`` (``ResNetModel``; the check is also
+made numerically on every batch). ViTs (``Dinov2Model``,
+``Dinov2WithRegistersModel``): their class token is a layer-normed CLS token
+rather than a mean of patch tokens, so the mean decomposition does not apply;
+:func:`spatial_attribution` hands them to :mod:`saerad.features.spatial_vit`.
+Not supported, with a clear error: ConvNeXt, which layer-normalises *after*
+the mean (a non-linear step), and other ViTs (``ViTModel``'s pooler adds a
+dense layer and a tanh).
 """
 
 from __future__ import annotations
@@ -92,9 +101,12 @@ class SpatialAttribution:
     features
         ``int64 [n_features]``, the SAE feature ids, in the order of the maps' axis 1.
     position_maps
-        ``float64 [batch, n_features, h, w]``: the feature's pre-activation for
-        the scaled feature vector at each position of the encoder's last map.
-        Their mean over ``(h, w)`` is ``pooled`` (to float32 rounding of the token).
+        ``float64 [batch, n_features, h, w]``, on the encoder's last map (CNN) or
+        patch grid (ViT). ``"mean"``: the feature's pre-activation for the scaled
+        feature vector at each position; their mean over ``(h, w)`` is ``pooled``
+        (to float32 rounding of the token). ``"attention"``: ``h · w`` times each
+        patch's contribution, so their mean plus ``remainder`` is ``pooled``.
+        ``"patch_tokens"``: the pre-activation of each patch token (no identity).
     pooled
         ``float64 [batch, n_features]``: the pre-activation of the pooled token,
         computed from the pooled token (not from the maps).
@@ -105,6 +117,16 @@ class SpatialAttribution:
         for the exact identity.
     path
         Which pre-activation: ``"magnitude"`` or ``"gate"`` (gated SAEs), ``"encoder"`` (the others).
+    remainder
+        ``float64 [batch, n_features]``: the part of ``pooled`` that no position carries, so that
+        ``contributions.sum((-2, -1)) + remainder == pooled`` (equivalently
+        ``position_maps.mean((-2, -1)) + remainder == pooled``). Zero for ``method="mean"``; for
+        ``"attention"`` the CLS token's own attention, registers, residual, MLP and biases
+        (:mod:`saerad.features.spatial_vit`); None for ``"patch_tokens"``, which is no decomposition.
+        None also where an older caller built the object without it.
+    method
+        ``"mean"`` (mean-pooled CNN, exact), ``"attention"`` (ViT, exact split through the last block's
+        attention) or ``"patch_tokens"`` (ViT, the SAE on each patch token; not a decomposition).
     """
 
     features: np.ndarray
@@ -112,10 +134,12 @@ class SpatialAttribution:
     pooled: np.ndarray
     heatmaps: np.ndarray
     path: str
+    remainder: np.ndarray | None = None
+    method: str = "mean"
 
     @property
     def contributions(self) -> np.ndarray:
-        """``position_maps / (h · w)``: per-position shares whose sum over positions is ``pooled``."""
+        """``position_maps / (h · w)``: per-position shares; summed over positions, plus ``remainder``: ``pooled``."""
         positions = self.position_maps.shape[-2] * self.position_maps.shape[-1]
         return self.position_maps / positions
 
@@ -197,15 +221,35 @@ def check_mean_pooled(model: nn.Module) -> None:
         return
     if "Dinov2" in name or "ViT" in name:
         reason = ("its class token (pooler_output) is the layer-normed CLS token, not a mean of patch tokens, so the "
-                  "SAE's pre-activation does not split over patches; applying the SAE to each patch token would be a "
-                  "different analysis on inputs it was not trained on, and is not implemented")
+                  "mean decomposition does not apply; spatial_attribution splits a Dinov2 model's token through its "
+                  "last block's attention instead (saerad.features.spatial_vit)")
     elif "ConvNext" in name:
         reason = "it layer-normalises after the spatial mean, a non-linear step that does not commute with the mean"
     else:
         reason = f"its pooler is {type(pooler).__name__ if pooler is not None else 'missing'}"
     raise SpatialAttributionError(
-        f"spatial attribution supports encoders whose class token is the mean of the last feature map "
+        f"the mean decomposition supports encoders whose class token is the mean of the last feature map "
         f"(a pooler AdaptiveAvgPool2d(1) on last_hidden_state, e.g. ResNetModel); {name} is not one: {reason}")
+
+
+def encoder_kind(encoder) -> str:
+    """``"mean"`` for a mean-pooled CNN, ``"vit"`` for a DINOv2 ViT; :class:`SpatialAttributionError` otherwise.
+
+    The error for an unsupported encoder names why (:func:`check_mean_pooled`'s reasons).
+    """
+    from saerad.features.spatial_vit import is_dinov2
+
+    model = _backbone(encoder)
+    if is_dinov2(model):
+        return "vit"
+    name = type(model).__name__
+    if "ViT" in name or "Dinov2" in name:
+        raise SpatialAttributionError(
+            f"spatial attribution supports mean-pooled CNNs (ResNetModel) and DINOv2 ViTs (Dinov2Model, "
+            f"Dinov2WithRegistersModel); {name} is neither (its pooled token is not a layer-normed CLS token "
+            f"this module can split)")
+    check_mean_pooled(model)
+    return "mean"
 
 
 def last_feature_map(encoder, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,15 +296,16 @@ def upsample_maps(maps: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.
 
 
 def spatial_attribution(encoder, sae, pixel_values: torch.Tensor, features: Sequence[int], token_scale: float = 1.0,
-                        path: str | None = None) -> SpatialAttribution:
-    """Per-position pre-activation maps of ``features`` for a batch of images.
+                        path: str | None = None, method: str | None = None) -> SpatialAttribution:
+    """Per-position pre-activation maps of ``features`` for a batch of images, for a CNN or a ViT encoder.
 
     Parameters
     ----------
     encoder
         A :class:`saerad.encoder.ClassTokenEncoder` or its ``transformers``
-        model; its class token must be the mean of its last feature map
-        (see the module notes; other encoders raise :class:`SpatialAttributionError`).
+        model: a mean-pooled CNN (``ResNetModel``) or a DINOv2 ViT
+        (``Dinov2Model``, ``Dinov2WithRegistersModel``); others raise
+        :class:`SpatialAttributionError` with the reason.
     sae
         The SAE trained on this encoder's (scaled) class tokens.
     pixel_values
@@ -274,15 +319,33 @@ def spatial_attribution(encoder, sae, pixel_values: torch.Tensor, features: Sequ
         was trained on raw tokens.
     path
         Which pre-activation (:func:`affine_preactivation`).
+    method
+        None picks the encoder's exact decomposition: ``"mean"`` for a CNN,
+        ``"attention"`` for a ViT. A ViT also takes ``"patch_tokens"`` (the SAE
+        on each patch token; not a decomposition, see :mod:`saerad.features.spatial_vit`).
 
     Returns
     -------
     SpatialAttribution
-        ``position_maps.mean(axis=(-2, -1))`` equals ``pooled`` up to the float32
-        rounding of the encoder's pooled token (about 1e-7 relative): the maps are
-        computed in float64 from the float32 feature map, ``pooled`` from the
-        float32 token the SAE actually sees.
+        ``position_maps.mean(axis=(-2, -1)) + remainder`` equals ``pooled`` up to
+        the float32 rounding of the encoder's pooled token (about 1e-7 relative):
+        the maps are computed in float64 from float32 activations, ``pooled``
+        from the float32 token the SAE actually sees. For a CNN the remainder
+        is zero (the maps are computed exactly as before the ViT path existed);
+        for ``"patch_tokens"`` it is None and no identity holds.
     """
+    kind = encoder_kind(encoder)
+    allowed = ("mean",) if kind == "mean" else ("attention", "patch_tokens")
+    method = allowed[0] if method is None else method
+    if method not in allowed:
+        raise ValueError(f"method for a {'mean-pooled CNN' if kind == 'mean' else 'DINOv2 ViT'} encoder must be one of "
+                         f"{allowed} (or None), got {method!r}")
+    if method == "attention":
+        from saerad.features.spatial_vit import attention_attribution
+        return attention_attribution(encoder, sae, pixel_values, features, token_scale, path)
+    if method == "patch_tokens":
+        from saerad.features.spatial_vit import patch_token_attribution
+        return patch_token_attribution(encoder, sae, pixel_values, features, token_scale, path)
     if not np.isfinite(token_scale) or token_scale <= 0:
         raise ValueError(f"token_scale must be a positive number, got {token_scale}")
     offset, weight, bias, path = affine_preactivation(sae, features, path)
@@ -296,4 +359,4 @@ def spatial_attribution(encoder, sae, pixel_values: torch.Tensor, features: Sequ
     pooled = (token_scale * token - offset) @ weight + bias
     heatmaps = upsample_maps(position_maps, tuple(pixel_values.shape[-2:]))
     return SpatialAttribution(np.asarray(features, dtype=np.int64), position_maps.numpy(), pooled.numpy(),
-                              heatmaps, path)
+                              heatmaps, path, remainder=np.zeros(pooled.shape), method="mean")

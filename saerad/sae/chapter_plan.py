@@ -18,14 +18,30 @@ from saerad.sae.parallel import TrainingJob
 from saerad.sae.train import TrainConfig
 
 #: The chapter's sections in the order they read their runs.
-SECTIONS = ("main", "remedies", "data", "sizes", "table3", "table5", "ablation", "matryoshka")
+SECTIONS = ("main", "encoders", "remedies", "data", "sizes", "table3", "table5", "ablation", "matryoshka")
 
 #: What each section is, as the chapter's list of runs names it.
-SECTION_TITLES = {"main": "main SAE", "remedies": "dead features: remedies", "data": "dead features: data",
+SECTION_TITLES = {"main": "main SAE", "encoders": "main SAE on another encoder's tokens", "remedies": "dead features: remedies", "data": "dead features: data",
                   "sizes": "dead features: dictionary size", "table3": "Table 3", "table5": "Table 5",
                   "ablation": "ablation", "matryoshka": "Matryoshka"}
 
 MAIN_RUN_NAME = "sae_rad_main"
+#: Where the main SAE trained on a comparison arm's tokens lives: ``sae/<ARM_RUNS_FOLDER>/sae_rad_main_<arm>``.
+ARM_RUNS_FOLDER = "encoder_arms"
+
+
+def arm_run_name(arm: str, matched: bool = False) -> str:
+    """The name of the main SAE's run on the tokens of the encode stage's comparison arm ``arm``.
+
+    ``matched``: the run at the arm's own λ (chosen so that its L0 lands near the main run's) rather than at
+    the main run's λ.
+    """
+    return f"{MAIN_RUN_NAME}_{arm}" + ("_matched" if matched else "")
+
+
+def arm_run_dir(stage_dir: str | Path, arm: str, matched: bool = False) -> Path:
+    """The folder of the main SAE trained on the tokens of the encode stage's comparison arm ``arm``."""
+    return Path(stage_dir) / ARM_RUNS_FOLDER / arm_run_name(arm, matched)
 
 
 def sae_chapter_jobs(
@@ -52,11 +68,16 @@ def sae_chapter_jobs(
     matryoshka_k: int,
     matryoshka_prefix_fractions: list[float],
     matryoshka_aux_k: int,
+    arm_tokens: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    arm_matched_l1: dict[str, float] | None = None,
 ) -> tuple[dict[str, list[TrainingJob]], list[float]]:
     """The chapter's runs by section (keys of :data:`SECTIONS`; a switched-off section is an empty list).
 
-    The keyword arguments are the chapter's parameters of the same names. Returns the jobs and the
-    token fractions left out because they hold fewer tokens than one batch.
+    The keyword arguments are the chapter's parameters of the same names; ``arm_tokens`` maps a
+    comparison arm of the encode stage to its (train, test) tokens, on which the main SAE is trained
+    again with the same recipe (section ``"encoders"``), and ``arm_matched_l1`` an arm to a λ of its own at
+    which it is trained once more (the same L0 as the main run needs another λ on other tokens). Returns the jobs and the token fractions left
+    out because they hold fewer tokens than one batch.
     """
     stage_dir = Path(stage_dir)
 
@@ -66,6 +87,20 @@ def sae_chapter_jobs(
     main_run = experiments.Run(MAIN_RUN_NAME, "sae_rad", expansion_factor, l1_coefficient)
     jobs: dict[str, list[TrainingJob]] = {section: [] for section in SECTIONS}
     jobs["main"].append(job(main_run, main_config, "main", f"the paper's recipe, {main_config.steps:,} steps"))
+    unknown = sorted(set(arm_matched_l1 or {}) - set(arm_tokens or {}))
+    if unknown:
+        raise ValueError(f"encoder_arm_matched_l1 names arm(s) {unknown} that are not in encoder_arms "
+                         f"{sorted(arm_tokens or {})}")
+    for arm, tokens in (arm_tokens or {}).items():
+        # Its own folder: the features chapter reads every SAE directly under sae/ as one on the encoder's tokens.
+        arm_run = replace(main_run, name=arm_run_name(arm))
+        jobs["encoders"].append(job(arm_run, main_config, "encoders", f"the same recipe on the {arm} tokens",
+                                    tokens, arm_run_dir(stage_dir, arm).parent))
+        if arm in (arm_matched_l1 or {}):
+            l1 = float(arm_matched_l1[arm])
+            matched_run = replace(main_run, name=arm_run_name(arm, matched=True), l1_coefficient=l1)
+            jobs["encoders"].append(job(matched_run, main_config, "encoders", f"the {arm} tokens at λ = {l1:g}",
+                                        tokens, arm_run_dir(stage_dir, arm).parent))
 
     if resampling_every:
         jobs["remedies"].append(job(

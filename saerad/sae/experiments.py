@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from saerad.encode.comparison import directions_for_variance  # noqa: F401  (the chapter calls it from here)
+from saerad.io import read_json
 from saerad.sae import CheckpointMismatch, TrainConfig, evaluate_sae, make_config, train_sae
 from saerad.sae.config import PRESETS, SWITCHES
 
@@ -249,13 +251,6 @@ def dead_feature_runs(train_tokens: np.ndarray, test_tokens: np.ndarray, token_f
     return runs, too_small
 
 
-def directions_for_variance(tokens: np.ndarray, share: float = 0.9) -> int:
-    """How many principal directions of ``tokens`` (centred) hold ``share`` of their variance."""
-    centred = np.asarray(tokens, dtype=np.float64) - np.mean(tokens, axis=0)
-    variance = np.linalg.svd(centred, compute_uv=False) ** 2
-    return int(np.searchsorted(np.cumsum(variance) / variance.sum(), share)) + 1
-
-
 def dead_feature_dependence(dead_by_data: pd.DataFrame, dead_by_size: pd.DataFrame, main_row: dict | pd.Series,
                             paper_tokens_per_feature: float, directions_for_90: int, token_dim: int) -> str:
     """The SAE chapter's reading of ``dead_features_by_data`` and ``dead_features_by_size``, in sentences.
@@ -484,3 +479,74 @@ def second_half_change(history: pd.DataFrame) -> dict[str, float]:
             "explained_variance_half": float(half["held_out_explained_variance"]),
             "explained_variance_end": float(end["held_out_explained_variance"]),
             "silent_half": float(half["silent_for_an_epoch"]), "silent_end": float(end["silent_for_an_epoch"])}
+
+
+def encoder_label(artifacts_root: str | Path) -> str:
+    """The name the encode chapter gives the profile's encoder: the last part of its checkpoint's path or id."""
+    return Path(str(read_json(Path(artifacts_root) / "encode" / "scale.json")["encoder"])).name
+
+
+def encoder_rows_table(rows: list[dict], encode_comparison_csv: str | Path) -> pd.DataFrame:
+    """The main SAE on each encoder's tokens: L0, explained variance, dead features and their share.
+
+    ``rows`` are :func:`train_and_evaluate` rows with ``encoder`` and ``role`` added; the token geometry
+    column ``directions_for_90pct_variance`` is joined from the encode chapter's ``encoder_comparison.csv``
+    by encoder name (missing when that table lacks the encoder).
+    """
+    table = pd.DataFrame(rows)[["encoder", "role", "l1_coefficient", "l0", "explained_variance", "dead_features",
+                                "d_sae"]]
+    table["dead_share"] = table["dead_features"] / table["d_sae"]
+    directions = pd.Series(dtype=float)
+    if Path(encode_comparison_csv).exists():
+        encode_table = pd.read_csv(encode_comparison_csv)
+        directions = encode_table.set_index("encoder")["directions_for_90pct_variance"]
+    table["directions_for_90pct_variance"] = table["encoder"].map(directions)
+    return table.drop(columns=["d_sae"])
+
+
+def encoder_reading(table: pd.DataFrame) -> dict[str, str]:
+    """The encoder comparison in a sentence or two: ``{"summary": ...}``, worded from the numbers.
+
+    ``table`` is :func:`encoder_rows_table`'s: the profile's encoder first, then each arm at the main λ and,
+    where trained, at a λ of its own (its role says "matched") for an L0 near the main run's. Dead features
+    are compared at matched L0 where such a row exists, since a denser code keeps more features alive.
+    """
+    if len(table) < 2:
+        return {"summary": "n/a: no comparison arm in this run (`encoder_arms = []`), so the main SAE was trained "
+                           "on one encoder's tokens only."}
+    main, others = table.iloc[0], table.iloc[1:]
+
+    def described(row) -> str:
+        return (f"L0 {row['l0']:.1f}, explained variance {row['explained_variance']:.3f} and "
+                f"{int(row['dead_features']):,} dead features ({row['dead_share']:.0%})")
+
+    parts = [f"On the tokens of the profile's encoder ({main['encoder']}, λ {main['l1_coefficient']:g}) the SAE "
+             f"ends with {described(main)}"]
+    parts += [f"on the {row['encoder']} tokens at λ {row['l1_coefficient']:g} with {described(row)}"
+              for _, row in others.iterrows()]
+    text = "; ".join(parts) + "."
+    same = others[~others["role"].str.contains("matched")]
+    if len(same) and same.iloc[0]["l0"] > 1.5 * main["l0"]:
+        text += (f" The same λ does not mean the same sparsity: the {same.iloc[0]['encoder']} tokens need "
+                 f"{same.iloc[0]['l0'] / main['l0']:.1f} times as many features each, so the fair comparison of "
+                 "dead features is at a similar L0.")
+    matched = others[others["role"].str.contains("matched")]
+    reference = matched.iloc[0] if len(matched) else others.iloc[0]
+    more_dead = main["dead_features"] > reference["dead_features"]
+    fewer_directions = (pd.notna(main["directions_for_90pct_variance"])
+                        and pd.notna(reference["directions_for_90pct_variance"])
+                        and main["directions_for_90pct_variance"] < reference["directions_for_90pct_variance"])
+    at = f"at L0 {reference['l0']:.1f} against {main['l0']:.1f}"
+    if more_dead and fewer_directions:
+        text += (f" {at.capitalize()}, the {main['encoder']} tokens leave {int(main['dead_features']):,} features "
+                 f"dead and the {reference['encoder']} tokens {int(reference['dead_features']):,}; their variance "
+                 f"lies in {int(main['directions_for_90pct_variance'])} directions against "
+                 f"{int(reference['directions_for_90pct_variance'])}. A token that varies along few directions "
+                 "gives a dictionary of this size little to divide, so more of its features never win a token.")
+    elif more_dead:
+        text += (f" {at.capitalize()}, the {main['encoder']} tokens still leave more features dead "
+                 f"({int(main['dead_features']):,} against {int(reference['dead_features']):,}).")
+    else:
+        text += (f" {at.capitalize()}, the {main['encoder']} tokens leave no more features dead "
+                 f"({int(main['dead_features']):,} against {int(reference['dead_features']):,}).")
+    return {"summary": text}

@@ -122,7 +122,7 @@ def _main_row(artifacts_root: Path) -> pd.Series:
 
 @solution("02.1", keys=("l0", "explained_variance", "dead_features", "main_l0", "main_explained_variance",
                         "main_dead_features", "l0_change", "ev_change", "moves_more"),
-          reads=("encode", "sae"), sae__l1_coefficient=1.5)
+          reads=("encode", "sae"), sae__l1_coefficient=0.5)
 def halve_sparsity(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
     from saerad import sae_experiments as experiments
 
@@ -297,7 +297,7 @@ def matryoshka_one_prefix(artifacts_root: Path, parameters: Mapping[str, Any]) -
 @solution("02.6", keys=("l1_coefficient", "l0", "explained_variance", "dead_features", "chapter_l1_coefficient",
                         "chapter_l0", "chapter_explained_variance", "chapter_dead_features", "main_l0",
                         "main_dead_features", "dead_direction"),
-          reads=("encode", "sae"), sae__layer_norm_l1_coefficient=16.0)
+          reads=("encode", "sae"), sae__layer_norm_l1_coefficient=4.0)
 def layer_normed_sparser(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
     from saerad import sae_experiments as experiments
 

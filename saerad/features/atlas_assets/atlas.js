@@ -296,7 +296,8 @@
         alt: `Radiograph, study ${study}, ${view} view, ${split} split; feature ${feature} activation ${fmt(example.activation, 3)}` }));
     if (meta.has_heatmaps && example.map) {
       thumb.append(heatCanvas(example.map, meta.grid,
-        `Heat map: cells from ${fmt(Math.min(...example.map) / 99 * record.map_scale, 2)} to ${fmt(Math.max(...example.map) / 99 * record.map_scale, 2)}`));
+        `Heat map: cells from ${fmt(Math.min(...example.map) / 99 * record.map_scale, 2)} to ${fmt(Math.max(...example.map) / 99 * record.map_scale, 2)}` +
+        (example.map_remainder === undefined ? "" : `; remainder (no patch) ${fmt(example.map_remainder, 2)}`)));
     }
     return el("figure", { class: "example", "data-image": example.image },
       thumb,
@@ -397,9 +398,9 @@
       legend.append(el("label", {}, toggle, " show heat maps"),
         el("span", { class: "colourbar" }, fmt(-record.map_scale, 2), el("span", { class: "scale", role: "img",
           "aria-label": "colour scale: blue negative, clear zero, red positive" }), fmt(record.map_scale, 2)),
-        el("span", { class: "caption" }, "The map is the feature's pre-activation in each cell of the encoder's last feature map " +
+        el("span", { class: "caption" }, meta.heatmap_caption || ("The map is the feature's pre-activation in each cell of the encoder's last feature map " +
           `(${meta.grid[0]} × ${meta.grid[1]}): red pushes the feature up, blue pushes it down; one scale for every image on this page. ` +
-          "Where the feature fires, the mean of the cells is its activation."));
+          "Where the feature fires, the mean of the cells is its activation.")));
     } else {
       legend.append(el("span", { class: "caption" }, meta.heatmap_note));
     }
