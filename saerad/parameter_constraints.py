@@ -101,6 +101,13 @@ def or_none(constraint: Constraint, meaning: str) -> Constraint:
     return replace(constraint, expected=f"{constraint.expected}, or None ({meaning})", allow_none=True)
 
 
+def mapping_of(key: Constraint, value: Constraint) -> Constraint:
+    """A mapping whose every key meets ``key`` and every value meets ``value``."""
+    return Constraint(f"a mapping of {key.expected} to {value.expected}",
+                      lambda items: isinstance(items, Mapping)
+                      and all(key.allows(k) and value.allows(v) for k, v in items.items()))
+
+
 POSITIVE = at_least(1)
 NON_NEGATIVE = at_least(0)
 RATE = above(0)
@@ -108,6 +115,8 @@ PROBABILITY = between(0, 1)
 SHARE = between(0, 1, low_open=True)
 #: Where torch runs a stage's work: "auto" takes CUDA when there is a GPU (saerad.encoder.resolve_device).
 DEVICE = matching(r"auto|cpu|cuda(:\d+)?", "one of 'cpu', 'cuda', 'cuda:N', 'auto'")
+#: A comparison arm of the encode stage names a folder (encode/arms/<name>, sae/encoder_arms/...).
+ARM_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9_-]*", "a name of letters, digits, '_' and '-'")
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
@@ -158,6 +167,10 @@ def stage_constraints() -> dict[str, dict[str, Constraint]]:
             "num_workers": NON_NEGATIVE,  # 0: images are decoded in the main process
             "probe_min_prevalence": PROBABILITY,
             "projection_points": POSITIVE,
+            "comparison_arms": mapping_of(ARM_NAME, matching(r".+", "a checkpoint (a local directory or hub id)")),
+            # 0: no pixel baseline; a 1-pixel image has no layout to read
+            "baseline_pixels_side": Constraint("0 (skip) or an integer >= 2",
+                                               lambda value: isinstance(value, int) and (value == 0 or value >= 2)),
         },
         "sae": {
             "expansion_factor": POSITIVE,
@@ -182,6 +195,8 @@ def stage_constraints() -> dict[str, dict[str, Constraint]]:
             "matryoshka_k": POSITIVE,
             "matryoshka_prefix_fractions": each(SHARE, non_empty=True),
             "matryoshka_aux_k": NON_NEGATIVE,  # 0: no AuxK loss
+            "encoder_arms": each(ARM_NAME),
+            "encoder_arm_matched_l1": mapping_of(ARM_NAME, NON_NEGATIVE),
         },
         "features": {
             "top_k": POSITIVE,
@@ -195,6 +210,8 @@ def stage_constraints() -> dict[str, dict[str, Constraint]]:
             "score_per_bin": POSITIVE,
             "score_negatives": POSITIVE,  # an explanation's AUROC needs studies where the feature is silent
             "search_reports": POSITIVE,
+            "encoder_arms": each(ARM_NAME),
+            "largest_features": POSITIVE,
             "example_study": NON_NEGATIVE,  # 0: the first test study the first dashboard feature fires on
             "localisation_split": one_of(choices["split"]),
             "device": DEVICE,

@@ -131,6 +131,12 @@ def test_stage_parameters_are_the_notebook_defaults_merged_with_the_record(tmp_p
     ("sae.table3_steps=0", "stage 'sae': parameter 'table3_steps' expects >= 1, or None"),
     ("sae.steps=null", "stage 'sae': parameter 'steps' expects int >= 1, got None"),
     ("seed=-1", "stage 'data': parameter 'seed' expects int >= 0, got -1"),
+    ("encode.baseline_pixels_side=1", "stage 'encode': parameter 'baseline_pixels_side' expects int 0 (skip) or an "
+                                      "integer >= 2, got 1"),
+    ("sae.encoder_arm_matched_l1={supervised: -1}", "stage 'sae': parameter 'encoder_arm_matched_l1' expects dict a "
+                                                    "mapping of a name"),
+    ("features.encoder_arms=[../up]", "stage 'features': parameter 'encoder_arms' expects list whose items are each "
+                                      "a name of letters"),
 ])
 def test_out_of_range_values_are_refused_by_plan_naming_stage_parameter_value_and_expectation(assignment, message):
     from saerad.pipeline import plan
