@@ -64,3 +64,15 @@ def test_every_registered_solution_has_keys_and_reads_known_stages():
     for exercise, entry in solutions.registry().items():
         assert entry.keys, exercise
         assert set(entry.reads) <= set(stage_names()), exercise
+
+
+def test_a_solution_goes_stale_when_a_stage_upstream_of_what_it_reads_changes(artifacts, tmp_path):
+    # It reads only the counterfactual stage, which trained on the SAE: a new encoder must stale it.
+    entry = solutions.Solution("99.4", ("answer",), ("counterfactuals",), {},
+                               lambda artifacts_root, parameters: {"answer": 1})
+    assert {"encode", "sae", "counterfactuals"} <= set(solutions.read_stages(entry))
+    solutions.run_solution(entry, artifacts, "demo", tmp_path)
+    assert solutions.solution_status(entry, artifacts, "demo", tmp_path)[0] == "current"
+    (artifacts / "encode").mkdir(parents=True, exist_ok=True)
+    (artifacts / "encode" / "stage.json").write_text(json.dumps({"parameters": {"encoder_model": "another"}}))
+    assert solutions.solution_status(entry, artifacts, "demo", tmp_path)[0] == "stale"

@@ -536,17 +536,17 @@ def encoder_reading(table: pd.DataFrame) -> dict[str, str]:
     fewer_directions = (pd.notna(main["directions_for_90pct_variance"])
                         and pd.notna(reference["directions_for_90pct_variance"])
                         and main["directions_for_90pct_variance"] < reference["directions_for_90pct_variance"])
-    at = f"at L0 {reference['l0']:.1f} against {main['l0']:.1f}"
+    at = f"At L0 {reference['l0']:.1f} against {main['l0']:.1f}"
     if more_dead and fewer_directions:
-        text += (f" {at.capitalize()}, the {main['encoder']} tokens leave {int(main['dead_features']):,} features "
+        text += (f" {at}, the {main['encoder']} tokens leave {int(main['dead_features']):,} features "
                  f"dead and the {reference['encoder']} tokens {int(reference['dead_features']):,}; their variance "
                  f"lies in {int(main['directions_for_90pct_variance'])} directions against "
                  f"{int(reference['directions_for_90pct_variance'])}. A token that varies along few directions "
                  "gives a dictionary of this size little to divide, so more of its features never win a token.")
     elif more_dead:
-        text += (f" {at.capitalize()}, the {main['encoder']} tokens still leave more features dead "
+        text += (f" {at}, the {main['encoder']} tokens still leave more features dead "
                  f"({int(main['dead_features']):,} against {int(reference['dead_features']):,}).")
     else:
-        text += (f" {at.capitalize()}, the {main['encoder']} tokens leave no more features dead "
+        text += (f" {at}, the {main['encoder']} tokens leave no more features dead "
                  f"({int(main['dead_features']):,} against {int(reference['dead_features']):,}).")
     return {"summary": text}

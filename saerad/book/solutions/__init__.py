@@ -92,14 +92,28 @@ def registry() -> dict[str, Solution]:
     return dict(sorted(_REGISTRY.items()))
 
 
+def read_stages(entry: Solution) -> list[str]:
+    """The stages a solution depends on: those it reads, and every stage those read in turn (run order).
+
+    A solution that reads only the counterfactual stage's artifacts still depends on the SAE that stage
+    used, so a new encoder or SAE must make it stale even though no counterfactual parameter changed.
+    """
+    from saerad.pipeline import STAGES, needed_stages
+
+    by_name = {stage.name: stage for stage in STAGES}
+    direct = [by_name[name] for name in entry.reads]
+    wanted = set(entry.reads) | needed_stages(direct)
+    return [stage.name for stage in STAGES if stage.name in wanted]
+
+
 def fingerprint(entry: Solution, artifacts_root: str | Path) -> str:
-    """Hash of the solution's function, its parameters, and the parameters of the stages it reads."""
+    """Hash of the solution's function, its parameters, and the parameters of the stages it depends on."""
     from saerad.params import EXECUTION_ONLY_PARAMETERS, stage_parameters
 
     digest = hashlib.sha256()
     digest.update(inspect.getsource(entry.compute).encode())
     digest.update(json.dumps(dict(entry.parameters), sort_keys=True, default=str).encode())
-    for stage in entry.reads:
+    for stage in read_stages(entry):
         settings = {name: value for name, value in stage_parameters(artifacts_root, stage).items()
                     if name not in EXECUTION_ONLY_PARAMETERS}
         digest.update(stage.encode())
