@@ -211,3 +211,26 @@ def test_second_half_change_reads_half_and_end_of_the_held_out_history():
         experiments.second_half_change(history.drop(columns=["silent_for_an_epoch"]))
     with pytest.raises(ValueError, match="no held-out"):
         experiments.second_half_change(history.assign(held_out_l0=np.nan))
+
+
+def test_encoder_rows_table_and_reading_compare_at_matched_l0(tmp_path):
+    import pandas as pd
+
+    from saerad.sae import experiments
+
+    (tmp_path / "comparison.csv").write_text("encoder,directions_for_90pct_variance\nours,8\nsup,32\n")
+    rows = [{"encoder": "ours", "role": "this profile's encoder", "l1_coefficient": 1.0, "l0": 13.0,
+             "explained_variance": 0.95, "dead_features": 1000, "d_sae": 2048},
+            {"encoder": "sup", "role": "comparison arm, the main run's λ", "l1_coefficient": 1.0, "l0": 42.0,
+             "explained_variance": 0.91, "dead_features": 100, "d_sae": 2048},
+            {"encoder": "sup", "role": "comparison arm, λ matched to the main run's L0", "l1_coefficient": 3.0,
+             "l0": 14.0, "explained_variance": 0.86, "dead_features": 400, "d_sae": 2048}]
+    table = experiments.encoder_rows_table(rows, tmp_path / "comparison.csv")
+    assert table["directions_for_90pct_variance"].tolist() == [8, 32, 32]
+    assert table["dead_share"].iloc[0] == pytest.approx(1000 / 2048)
+    text = experiments.encoder_reading(table)["summary"]
+    assert "3.2 times as many features" in text  # 42 / 13
+    assert "At L0 14.0 against 13.0, the ours tokens leave 1,000 features dead and the sup tokens 400" in text
+    fewer = experiments.encoder_reading(table.assign(dead_features=[300, 100, 400]))["summary"]
+    assert "leave no more features dead" in fewer
+    assert experiments.encoder_reading(table.iloc[:1])["summary"].startswith("n/a")

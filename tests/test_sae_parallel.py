@@ -97,8 +97,8 @@ def test_the_chapter_plan_follows_its_switches(tmp_path):
                     matryoshka_prefix_fractions=[0.25, 0.5], matryoshka_aux_k=8)
     jobs, too_small = chapter_plan.sae_chapter_jobs(train, test, config, tmp_path, **settings)
     counts = {section: len(jobs[section]) for section in chapter_plan.SECTIONS}
-    assert counts == {"main": 1, "remedies": 2, "data": 2, "sizes": 2, "table3": 2, "table5": 6, "ablation": 6,
-                      "matryoshka": 1}
+    assert counts == {"main": 1, "encoders": 0, "remedies": 2, "data": 2, "sizes": 2, "table3": 2, "table5": 6,
+                      "ablation": 6, "matryoshka": 1}
     assert too_small == []
     # Table 3's SAE-Rad is the main run when it trains with the main run's settings: one folder, trained once
     assert jobs["table3"][1].out_dir == jobs["main"][0].out_dir
@@ -111,6 +111,30 @@ def test_the_chapter_plan_follows_its_switches(tmp_path):
                run_ablation=False, run_matryoshka=False)
     jobs, _ = chapter_plan.sae_chapter_jobs(train, test, config, tmp_path, **off)
     assert [job.run.name for job in chapter_plan.all_jobs(jobs)] == ["sae_rad_main", "conerly", "sae_rad_main"]
+
+
+def test_the_main_sae_is_planned_again_on_each_comparison_arms_tokens(tmp_path):
+    train, test = _tokens(96), _tokens(24, seed=1)
+    arm_train, arm_test = _tokens(96, seed=2), _tokens(24, seed=3)
+    config = TrainConfig(steps=300, batch_size=16, lr=1e-3, l1_coefficient=3.0, seed=0)
+    settings = dict(expansion_factor=4, l1_coefficient=3.0, l1_coefficient_conerly=2.0, table3_steps=None,
+                    comparison_steps=150, table5_expansion_factors=[2, 4, 8], resampling_every=0,
+                    resampling_until=0.5, ghost_grads_check=False, dead_feature_token_fractions=[],
+                    layer_norm_l1_coefficient=None, dead_feature_expansion_factors=[], run_table5=False,
+                    run_ablation=False, run_matryoshka=False, matryoshka_k=4,
+                    matryoshka_prefix_fractions=[0.25, 0.5], matryoshka_aux_k=8)
+    jobs, _ = chapter_plan.sae_chapter_jobs(train, test, config, tmp_path, arm_tokens={"sup": (arm_train, arm_test)},
+                                            arm_matched_l1={"sup": 5.0}, **settings)
+    same, matched = jobs["encoders"]
+    assert same.out_dir == chapter_plan.arm_run_dir(tmp_path, "sup") != jobs["main"][0].out_dir
+    assert matched.out_dir == chapter_plan.arm_run_dir(tmp_path, "sup", matched=True)
+    assert same.run.l1_coefficient == 3.0 and matched.run.l1_coefficient == 5.0
+    assert same.train_tokens is arm_train and same.train_config == jobs["main"][0].train_config
+    # the arm's SAEs live outside sae/<name>/, where the features chapter reads every SAE as one on the main tokens
+    assert same.out_dir.parent.name == chapter_plan.ARM_RUNS_FOLDER
+    with pytest.raises(ValueError, match="encoder_arm_matched_l1 names arm"):
+        chapter_plan.sae_chapter_jobs(train, test, config, tmp_path, arm_tokens={}, arm_matched_l1={"sup": 5.0},
+                                      **settings)
 
 
 def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
