@@ -161,6 +161,24 @@ def tiny_encoder_dir(tmp_path):
     return save_tiny_dinov2(tmp_path / "tiny-dinov2")
 
 
+def sae_with_biases(preset: str, width: int, seed: int = 0):
+    """A ×4 SAE of ``preset`` on ``width``-dimensional tokens with every bias non-zero (and ``r_mag`` moved),
+    so that a wrongly split bias or offset shows in a decomposition test."""
+    import torch
+
+    from saerad.sae import make_config
+    from saerad.sae.models import build_sae
+
+    extra = {"k": 4} if preset == "topk" else {"k": 4, "prefixes": (16, 4 * width)} if preset == "matryoshka" else {}
+    sae = build_sae(make_config(preset, width, 4, seed=seed, **extra))
+    generator = torch.Generator().manual_seed(seed + 10)
+    with torch.no_grad():
+        for name, parameter in sae.named_parameters():
+            if name.startswith("b_") or name == "r_mag":
+                parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator))
+    return sae.eval()
+
+
 def trained_like_sae(name: str, d_in: int, expansion: int, seed: int, noise_seed: int, noise: float,
                      overrides: dict | None = None):
     """An SAE of preset ``name`` whose every parameter is moved off its initial value, as after training."""

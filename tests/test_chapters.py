@@ -115,12 +115,34 @@ def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
 def test_demo_encoder_checkpoint_is_shipped_and_loads():
     from saerad.encoder import ClassTokenEncoder
 
-    directory = REPO_ROOT / "models" / "synthcxr-resnet-small"
+    directory = REPO_ROOT / "models" / "synthcxr-resnet-small"  # the supervised comparison arm
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "training.json", "README.md"):
         assert (directory / name).exists(), name
     encoder = ClassTokenEncoder(directory)
     recipe = json.loads((directory / "training.json").read_text())
     assert encoder.dim == recipe["arguments"]["hidden_size"]
+
+
+def test_the_demo_profile_uses_the_shipped_label_free_encoder_and_keeps_the_supervised_one_as_an_arm():
+    import yaml
+
+    from saerad.encoder import ClassTokenEncoder
+
+    demo = yaml.safe_load((REPO_ROOT / "params" / "demo.yaml").read_text())["stages"]["encode"]
+    directory = REPO_ROOT / demo["encoder_model"]
+    assert directory.name == "synthcxr-simclr"
+    record = json.loads((directory / "training.json").read_text())
+    assert str(record["labels_used_in_training"]).startswith("none")
+    assert ClassTokenEncoder(directory).dim == 256
+    arms = {**_notebook_default("01_encode.ipynb", "comparison_arms"), **demo.get("comparison_arms", {})}
+    assert arms.get("supervised") == "models/synthcxr-resnet-small"
+
+
+def _notebook_default(notebook: str, name: str):
+    from saerad.params import stage_schema
+
+    stage = {"01_encode.ipynb": "encode"}[notebook]
+    return stage_schema(stage, REPO_ROOT / "notebooks" / notebook)[name].default
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from saerad.features.spatial import (
     upsample_maps,
 )
 from saerad.sae import build_sae, make_config
+from conftest import sae_with_biases
 
 WIDTH = 16  # the tiny encoder's token width (d_in of the SAE)
 
@@ -35,14 +36,7 @@ def pixels():
 
 def tiny_sae(preset: str, seed: int = 0):
     """An SAE with every bias non-zero, so a wrongly split bias or offset would show."""
-    extra = {"k": 4} if preset == "topk" else {}
-    sae = build_sae(make_config(preset, WIDTH, 4, seed=seed, **extra))
-    generator = torch.Generator().manual_seed(seed + 10)
-    with torch.no_grad():
-        for name, parameter in sae.named_parameters():
-            if name.startswith("b_") or name == "r_mag":
-                parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator))
-    return sae.eval()
+    return sae_with_biases(preset, WIDTH, seed)
 
 
 def scaled_token(model, pixels, scale):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import save_tiny_dinov2
+from conftest import sae_with_biases, save_tiny_dinov2
 from saerad.features.spatial import SpatialAttributionError, spatial_attribution
 from saerad.features.spatial_vit import (
     REMAINDER_TERMS,
@@ -64,14 +64,7 @@ def pixels():
 
 def tiny_sae(preset: str, seed: int = 0, width: int = WIDTH):
     """An SAE with every bias non-zero, so a wrongly split bias or offset would show."""
-    extra = {"k": 4} if preset == "topk" else {"k": 4, "prefixes": (16, 4 * width)} if preset == "matryoshka" else {}
-    sae = build_sae(make_config(preset, width, 4, seed=seed, **extra))
-    generator = torch.Generator().manual_seed(seed + 10)
-    with torch.no_grad():
-        for name, parameter in sae.named_parameters():
-            if name.startswith("b_") or name == "r_mag":
-                parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator))
-    return sae.eval()
+    return sae_with_biases(preset, width, seed)
 
 
 def sae_preactivation(sae, x: torch.Tensor, path: str) -> torch.Tensor:
