@@ -6,7 +6,7 @@ import math
 
 from saerad.reports.cost import PAPER_TABLE4
 from saerad.scorecard import paper_claims
-from saerad.scorecard.artifacts import Artifacts
+from saerad.scorecard.artifacts import ArtifactMissing, Artifacts
 from saerad.scorecard.claim import Claim, number, percent
 from saerad.scorecard.verdicts import (Outcome, combine, count_rule, factor_rule, not_testable, single_run_rule,
                                        threshold_rule)
@@ -51,8 +51,22 @@ def _figure2_findings(artifacts: Artifacts) -> Outcome:
     holding = sum(float(alignment.loc[finding, "auroc"]) >= RECOVERY_AUROC for finding in present)
     verdict, reason = count_rule(holding, len(present), f"findings with a feature of AUROC >= {RECOVERY_AUROC:g}")
     ours = "; ".join(f"{finding.replace('_', ' ')}: feature {int(alignment.loc[finding, 'best_feature'])}, "
-                     f"AUROC {number(alignment.loc[finding, 'auroc'], 2)}" for finding in present)
+                     f"AUROC {number(alignment.loc[finding, 'auroc'], 2)}{_specificity(artifacts, finding, alignment)}"
+                     for finding in present)
     return Outcome(ours, verdict, reason)
+
+
+def _specificity(artifacts: Artifacts, finding: str, alignment) -> str:
+    """How often the finding's feature fires and how many of those images carry it (AUROC alone hides both)."""
+    try:
+        index = artifacts.csv("features", "feature_index.csv", ("feature", "density", "purity")).set_index("feature")
+    except (ArtifactMissing, ValueError):  # an older features stage wrote no purity: the AUROC stands alone
+        return ""
+    feature = int(alignment.loc[finding, "best_feature"])
+    if feature not in index.index or not math.isfinite(float(index.loc[feature, "purity"])):
+        return ""
+    return (f", fires on {percent(index.loc[feature, 'density'], 0)} of images, "
+            f"{percent(index.loc[feature, 'purity'], 0)} of them with the finding")
 
 
 def _descriptions(artifacts: Artifacts) -> Outcome:
