@@ -73,7 +73,7 @@ def sentence_kind(text: str) -> str:
 
 
 @solution("04.2", keys=("table", "negative_share_default", "negative_share_all_sum", "negative_share_all_max",
-                        "f1_default", "f1_all_sum", "f1_all_max", "sum_verdict"),
+                        "f1_default", "f1_all_sum", "f1_all_max", "sum_verdict", "negative_change", "f1_change"),
           reads=("features", "reports"), reports__statements_per_feature=0)
 def every_statement(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
     """Kinds of sentence in the test reports with one statement per feature and with all, by sum and by max."""
@@ -112,12 +112,16 @@ def every_statement(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict
     negative = [float(row["denial (%)"]) for row in rows]
     # The sum "makes it worse" only if it lets more negatives in than the maximum does (by a point or more).
     verdict = "does make it worse" if negative[1] >= negative[2] + 1 else "does not make it worse"
+    # Every statement against the chapter's composer: does the share of denials move by more than a point?
+    change = round(negative[1] - negative[0], 1)
+    negative_change = "rises" if change > 1 else "falls" if change < -1 else "hardly moves"
     shown = table_cells(rows, {"sentences": 1, "finding (%)": 1, "denial (%)": 1, "no finding (%)": 1,
                                 "macro-F1": 3})
     return {"table": shown, "negative_share_default": fixed(negative[0], 1),
             "negative_share_all_sum": fixed(negative[1], 1), "negative_share_all_max": fixed(negative[2], 1), "f1_default": rows[0]["macro-F1"],
             "f1_all_sum": rows[1]["macro-F1"], "f1_all_max": rows[2]["macro-F1"],
-            "sum_verdict": verdict}
+            "sum_verdict": verdict, "negative_change": negative_change,
+            "f1_change": _direction(rows[1]["macro-F1"], rows[0]["macro-F1"])}
 
 
 @solution("04.3", keys=("finding", "n_cases", "study_id", "nn_sentence", "feature", "feature_auroc",
