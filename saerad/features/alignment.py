@@ -191,7 +191,13 @@ def feature_alignment(activations: sp.spmatrix, labels: pd.DataFrame, auroc_tabl
     })
 
 
-def recovered_fraction(alignment: pd.DataFrame, min_prevalence: float = 0.02, threshold: float = 0.9) -> float:
+#: A finding is *recovered* when one feature separates it on held-out images at least this well (AUROC): the
+#: features chapter's bar, which the reports chapter and the scorecard read from here.
+RECOVERY_AUROC = 0.9
+
+
+def recovered_fraction(alignment: pd.DataFrame, min_prevalence: float = 0.02,
+                       threshold: float = RECOVERY_AUROC) -> float:
     """Share of findings with prevalence ≥ ``min_prevalence`` whose best single feature has AUROC ≥ ``threshold``.
 
     Returns NaN when no finding is that common (nothing to recover).
