@@ -246,7 +246,7 @@ def encoder_reading(summary: pd.DataFrame, largest_by_encoder: dict[str, pd.Data
             f"{main['median_explanation_auroc']:.2f} against {other['median_explanation_auroc']:.2f}.")
     if not pd.isna(main["recovered_fraction"]) and not pd.isna(other["recovered_fraction"]):
         if main["recovered_fraction"] < other["recovered_fraction"]:
-            text += (f" The {other['encoder']} encoder's advantage is the head start its labels gave: the findings "
+            text += (f" The {other['encoder']} encoder's advantage reflects the head start its labels gave: the findings "
                      f"were put along their own directions before the SAE looked. What the {main['encoder']} SAE "
                      "recovers it found in a token no label shaped, as SAE-Rad's claim requires.")
         else:

@@ -516,18 +516,10 @@ def encoder_reading(table: pd.DataFrame) -> dict[str, str]:
                            "on one encoder's tokens only."}
     main, others = table.iloc[0], table.iloc[1:]
 
-    def described(row) -> str:
-        return (f"L0 {row['l0']:.1f}, explained variance {row['explained_variance']:.3f} and "
-                f"{int(row['dead_features']):,} dead features ({row['dead_share']:.0%})")
-
-    parts = [f"On the tokens of the profile's encoder ({main['encoder']}, λ {main['l1_coefficient']:g}) the SAE "
-             f"ends with {described(main)}"]
-    parts += [f"on the {row['encoder']} tokens at λ {row['l1_coefficient']:g} with {described(row)}"
-              for _, row in others.iterrows()]
-    text = "; ".join(parts) + "."
+    text = ""
     same = others[~others["role"].str.contains("matched")]
     if len(same) and same.iloc[0]["l0"] > 1.5 * main["l0"]:
-        text += (f" The same λ does not mean the same sparsity: the {same.iloc[0]['encoder']} tokens need "
+        text += (f"The same λ does not mean the same sparsity: the {same.iloc[0]['encoder']} tokens need "
                  f"{same.iloc[0]['l0'] / main['l0']:.1f} times as many features each, so the fair comparison of "
                  "dead features is at a similar L0.")
     matched = others[others["role"].str.contains("matched")]
@@ -549,4 +541,4 @@ def encoder_reading(table: pd.DataFrame) -> dict[str, str]:
     else:
         text += (f" {at}, the {main['encoder']} tokens leave no more features dead "
                  f"({int(main['dead_features']):,} against {int(reference['dead_features']):,}).")
-    return {"summary": text}
+    return {"summary": text.strip()}
