@@ -132,9 +132,10 @@ def test_the_main_sae_is_planned_again_on_each_comparison_arms_tokens(tmp_path):
     assert same.train_tokens is arm_train and same.train_config == jobs["main"][0].train_config
     # the arm's SAEs live outside sae/<name>/, where the features chapter reads every SAE as one on the main tokens
     assert same.out_dir.parent.name == chapter_plan.ARM_RUNS_FOLDER
-    with pytest.raises(ValueError, match="encoder_arm_matched_l1 names arm"):
-        chapter_plan.sae_chapter_jobs(train, test, config, tmp_path, arm_tokens={}, arm_matched_l1={"sup": 5.0},
-                                      **settings)
+    # arms switched off: their matched λ is ignored, no second setting needed
+    jobs, _ = chapter_plan.sae_chapter_jobs(train, test, config, tmp_path, arm_tokens={}, arm_matched_l1={"sup": 5.0},
+                                            **settings)
+    assert jobs["encoders"] == []
 
 
 def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):

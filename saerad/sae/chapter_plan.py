@@ -76,7 +76,9 @@ def sae_chapter_jobs(
     The keyword arguments are the chapter's parameters of the same names; ``arm_tokens`` maps a
     comparison arm of the encode stage to its (train, test) tokens, on which the main SAE is trained
     again with the same recipe (section ``"encoders"``), and ``arm_matched_l1`` an arm to a λ of its own at
-    which it is trained once more (the same L0 as the main run needs another λ on other tokens). Returns the jobs and the token fractions left
+    which it is trained once more (the same L0 as the main run needs another λ on other tokens); entries for
+    arms not in ``arm_tokens`` are ignored, so switching the arms off (``encoder_arms = []``) needs no second
+    change. Returns the jobs and the token fractions left
     out because they hold fewer tokens than one batch.
     """
     stage_dir = Path(stage_dir)
@@ -87,10 +89,6 @@ def sae_chapter_jobs(
     main_run = experiments.Run(MAIN_RUN_NAME, "sae_rad", expansion_factor, l1_coefficient)
     jobs: dict[str, list[TrainingJob]] = {section: [] for section in SECTIONS}
     jobs["main"].append(job(main_run, main_config, "main", f"the paper's recipe, {main_config.steps:,} steps"))
-    unknown = sorted(set(arm_matched_l1 or {}) - set(arm_tokens or {}))
-    if unknown:
-        raise ValueError(f"encoder_arm_matched_l1 names arm(s) {unknown} that are not in encoder_arms "
-                         f"{sorted(arm_tokens or {})}")
     for arm, tokens in (arm_tokens or {}).items():
         # Its own folder: the features chapter reads every SAE directly under sae/ as one on the encoder's tokens.
         arm_run = replace(main_run, name=arm_run_name(arm))
