@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from saerad.encode.comparison import token_geometry  # noqa: E402
+from saerad.encode.comparison import raw_pixel_tokens, token_geometry  # noqa: E402
 from saerad.encode.ssl_encoder import make_encoder  # noqa: E402
 from saerad.encoder import ClassTokenEncoder, dataset_image_paths, encode_paths  # noqa: E402
 from saerad.probe import probe_auroc, summarise_probes  # noqa: E402
@@ -58,16 +58,6 @@ def encode_with(folder: str | Path, paths: list[Path]) -> np.ndarray:
     if failed:
         raise SystemExit(f"{len(failed)} images could not be read, e.g. {failed[0]}")
     return tokens
-
-
-def raw_pixels(paths: list[Path], side: int) -> np.ndarray:
-    from PIL import Image
-
-    rows = []
-    for path in paths:
-        with Image.open(path) as image:
-            rows.append(np.asarray(image.convert("L").resize((side, side), Image.BILINEAR), dtype=np.float32) / 255)
-    return np.stack(rows).reshape(len(rows), -1)
 
 
 def probe(name: str, tokens: np.ndarray, index: pd.DataFrame, artifacts: Path, out_root: Path,
@@ -166,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                {"training": "supervised on the findings (today's demo encoder)"})
         return
     if args.raw_pixels:
-        tokens = raw_pixels(paths, args.raw_pixels)
+        tokens = raw_pixel_tokens(paths, args.raw_pixels)
         extra = {"training": "none (pixels)"}
         name = args.name or f"raw-pixels-{args.raw_pixels}"
     elif args.untrained:
