@@ -179,7 +179,7 @@ def profile_lock(artifacts_root: Path, profile: str):
     except Timeout:
         owner = read_json(owner_path) if owner_path.exists() else {}
         raise ProfileBusy(
-            f"another pipeline run of profile {profile!r} is using {_display_path(artifacts_root)}"
+            f"another pipeline run of profile {profile!r} is using {display_path(artifacts_root)}"
             + (f" (process {owner.get('pid')}, started {owner.get('started')}: {owner.get('command')})" if owner else "")
             + ": wait for it to finish or stop it; two runs of one profile would overwrite each other's artifacts"
         ) from None
@@ -289,7 +289,7 @@ def plan(
     profile_data = load_profile(Path(params_dir or REPO_ROOT / "params") / f"{profile}.yaml")
     schemas = {stage.name: stage_schema(stage.name, notebooks_dir / stage.notebook) for stage in stages}
     resolved = resolve_parameters(
-        profile, profile_data, schemas, parse_overrides(assignments or []), _display_path(artifacts_base / profile)
+        profile, profile_data, schemas, parse_overrides(assignments or []), display_path(artifacts_base / profile)
     )
     roots = {str(values["artifacts_root"]) for values in resolved.values()}
     if len(roots) > 1:
@@ -387,7 +387,7 @@ def run(
                                             [fingerprints[name] for name in reads], package)
             chapter = root / EXECUTED_CHAPTERS / stage.notebook
             missing = records.missing_outputs(stage_dir, stage.declared_outputs(parameters))
-            missing += [] if chapter.exists() else [f"the executed chapter {_display_path(chapter)}"]
+            missing += [] if chapter.exists() else [f"the executed chapter {display_path(chapter)}"]
             reason = "--force" if force else records.stale_reason(
                 record, fingerprint, missing, parameters, {name: fingerprints[name] for name in reads})
             if reason is None:
@@ -396,7 +396,7 @@ def run(
                 fingerprints[stage.name] = fingerprint
                 continue
             check_stage(stage.name, parameters, root)
-            print(f"[{stage.name}] running {stage.notebook} ({reason}) -> {_display_path(chapter)}", flush=True)
+            print(f"[{stage.name}] running {stage.notebook} ({reason}) -> {display_path(chapter)}", flush=True)
             base = {"stage": stage.name, "notebook": stage.notebook, "profile": profile, "parameters": parameters,
                     "fingerprint": fingerprint, "upstream": {name: fingerprints[name] for name in reads}}
             seconds = _run_stage(stage, notebooks_dir / stage.notebook, parameters, stage_dir, chapter, base, timeout)
@@ -418,7 +418,7 @@ def _publish_after_run(profile: str, root: Path, chapters_dir: Path, stages: Seq
         print(incomplete, flush=True)
         return
     missing = f" (not yet run: {', '.join(marker['missing'])})" if marker["missing"] else ""
-    print(f"published {len(marker['chapters'])} chapters of profile {profile!r} to {_display_path(chapters_dir)}"
+    print(f"published {len(marker['chapters'])} chapters of profile {profile!r} to {display_path(chapters_dir)}"
           f"{missing}", flush=True)
 
 
@@ -496,8 +496,8 @@ def _execute(stage: Stage, notebook: Path, parameters: dict[str, Any], chapter: 
         raise StageFailed(
             f"stage {stage.name!r} ({stage.notebook}) failed in cell {error.cell_index} "
             f"(execution count {error.exec_count}): {error.ename}: {error.evalue}\n"
-            f"  the partly executed notebook is {_display_path(failed)}; "
-            f"{_display_path(chapter)} was left as it was"
+            f"  the partly executed notebook is {display_path(failed)}; "
+            f"{display_path(chapter)} was left as it was"
         ) from None
     except BaseException:
         if temporary.exists():
@@ -509,8 +509,8 @@ def _execute(stage: Stage, notebook: Path, parameters: dict[str, Any], chapter: 
         os.replace(temporary, failed)
         raise StageFailed(
             f"stage {stage.name!r} ({stage.notebook}) ran every cell but did not write its declared output(s) "
-            f"{missing} in {_display_path(stage_dir)}\n  the executed notebook is {_display_path(failed)}; "
-            f"{_display_path(chapter)} was left as it was"
+            f"{missing} in {display_path(stage_dir)}\n  the executed notebook is {display_path(failed)}; "
+            f"{display_path(chapter)} was left as it was"
         )
     hide_parameter_cells(temporary)
     label_chapter(temporary, {"profile": parameters["profile"], "stage": stage.name,
@@ -592,10 +592,6 @@ def label_chapter(executed: Path, label: dict[str, Any]) -> None:
     notebook = nbformat.read(str(executed), as_version=4)
     notebook.metadata[CHAPTER_METADATA] = label
     nbformat.write(notebook, str(executed))
-
-
-def _display_path(path: Path) -> str:
-    return display_path(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,7 +54,7 @@ def arm_activations(sae, artifacts_root: str | Path, arm: str, index: pd.DataFra
 
 
 def recovery_by_encoder(tables: dict[str, pd.DataFrame], min_prevalence: float = 0.02,
-                        threshold: float = 0.9) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        threshold: float = alignment.RECOVERY_AUROC) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per finding, each encoder's best single-feature AUROC; and a summary row per encoder.
 
     Parameters
