@@ -193,6 +193,25 @@ def test_finding_queries_and_search_evaluation():
     assert np.isnan(search_evaluation(FeatureSearch({1: ["Pacemaker."]}), queries.iloc[[1]])["rank"].iloc[0])
 
 
+def test_search_evaluation_carries_each_targets_auroc_and_averages_over_the_recovered_ones():
+    from saerad.features.search import finding_queries, mean_reciprocal_rank, search_evaluation
+
+    alignment = pd.DataFrame({"finding": ["pacemaker", "rib_fracture"], "best_feature": [1, 1], "auroc": [0.98, 0.49]})
+    by_side = pd.DataFrame({"finding": ["rib_fracture (left)"], "best_feature": [2], "auroc": [0.93]})
+    queries = finding_queries(alignment, by_side)
+    assert queries["target_auroc"].tolist() == [0.98, 0.49, 0.93]
+    # Feature 1 fires on pacemaker studies, so "rib fracture" cannot rank it (its target, at chance) first.
+    evidence = {1: ["Pacemaker in place."], 2: ["Left rib fracture."], 3: ["Rib fracture."]}
+    table = search_evaluation(FeatureSearch(evidence), queries)
+    assert table["target_auroc"].tolist() == [0.98, 0.49, 0.93]
+    assert mean_reciprocal_rank(table) == 0.5  # pacemaker first; rib fracture's target not returned
+    assert mean_reciprocal_rank(table, min_target_auroc=0.9) == 1.0
+    assert mean_reciprocal_rank(table, sided=True) == 1.0
+    assert np.isnan(mean_reciprocal_rank(table.iloc[[1]], min_target_auroc=0.9))
+    # Tables without an auroc column still give queries, with NaN AUROCs.
+    assert finding_queries(alignment.drop(columns="auroc"))["target_auroc"].isna().all()
+
+
 def test_similar_studies_explains_each_neighbour_by_shared_features():
     from scipy import sparse
 

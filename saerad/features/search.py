@@ -223,17 +223,25 @@ def finding_queries(alignment: pd.DataFrame, alignment_by_side: pd.DataFrame | N
 
     ``alignment`` (``finding_alignment.csv``) gives ``"pleural effusion"`` → its best-aligned feature;
     ``alignment_by_side`` rows named ``"pleural_effusion (left)"`` give ``"left pleural effusion"``.
+    ``target_auroc`` is the target's AUROC for its finding (the tables' ``auroc`` column; NaN where a table
+    has none): a target far from 1 is a feature that does not track the finding, so its rank says little
+    about the search.
     """
-    rows = [{"query": finding.replace("_", " "), "finding": finding, "side": "", "target_feature": int(feature)}
-            for finding, feature in zip(alignment["finding"], alignment["best_feature"])]
+    def auroc_of(table: pd.DataFrame) -> list[float]:
+        return table["auroc"].astype(float).tolist() if "auroc" in table else [np.nan] * len(table)
+
+    rows = [{"query": finding.replace("_", " "), "finding": finding, "side": "", "target_feature": int(feature),
+             "target_auroc": auroc}
+            for finding, feature, auroc in zip(alignment["finding"], alignment["best_feature"], auroc_of(alignment))]
     if alignment_by_side is not None:
-        for name, feature in zip(alignment_by_side["finding"], alignment_by_side["best_feature"]):
+        for name, feature, auroc in zip(alignment_by_side["finding"], alignment_by_side["best_feature"],
+                                        auroc_of(alignment_by_side)):
             match = re.fullmatch(r"(\w+) \((\w+)\)", str(name))
             if match:
                 finding, side = match.groups()
                 rows.append({"query": f"{side} {finding.replace('_', ' ')}", "finding": finding, "side": side,
-                             "target_feature": int(feature)})
-    return pd.DataFrame(rows, columns=["query", "finding", "side", "target_feature"])
+                             "target_feature": int(feature), "target_auroc": auroc})
+    return pd.DataFrame(rows, columns=["query", "finding", "side", "target_feature", "target_auroc"])
 
 
 def search_evaluation(search: FeatureSearch, queries: pd.DataFrame) -> pd.DataFrame:
@@ -246,6 +254,15 @@ def search_evaluation(search: FeatureSearch, queries: pd.DataFrame) -> pd.DataFr
                         "reciprocal_rank": 0.0 if np.isnan(rank) else 1.0 / rank,
                         "first_feature": ranking[0] if ranking else np.nan, "returned": len(ranking)})
     return pd.DataFrame(records, columns=[*queries.columns, "rank", "reciprocal_rank", "first_feature", "returned"])
+
+
+def mean_reciprocal_rank(evaluation: pd.DataFrame, sided: bool = False, min_target_auroc: float | None = None) -> float:
+    """Mean reciprocal rank of :func:`search_evaluation`'s plain-name queries (``sided``: the finding-and-side
+    ones), over every query or only those whose target reaches ``min_target_auroc`` (NaN when none does)."""
+    rows = evaluation[(evaluation["side"] != "") if sided else (evaluation["side"] == "")]
+    if min_target_auroc is not None:
+        rows = rows[rows["target_auroc"] >= min_target_auroc]
+    return float(rows["reciprocal_rank"].mean()) if len(rows) else float("nan")
 
 
 def similar_studies(activations: sparse.csr_matrix, index: pd.DataFrame, study_id, top: int = 6,
