@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from saerad.encoder import ClassTokenEncoder
+from saerad.encode.encoder import ClassTokenEncoder
 from saerad.features.localisation import finding_maps, localise_findings, score_methods
 from saerad.features.spatial import load_token_scale
 from saerad.io import read_json

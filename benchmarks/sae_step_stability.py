@@ -30,7 +30,7 @@ from saerad.params import stage_parameters
 from saerad.paths import project_path
 from saerad.sae import TrainConfig, chapter_plan
 from saerad.sae.parallel import train_jobs
-from saerad.tokens import load_class_tokens
+from saerad.encode.tokens import load_class_tokens
 
 #: The chapter's parameters that :func:`saerad.sae.chapter_plan.sae_chapter_jobs` takes.
 PLAN_PARAMETERS = (

@@ -69,7 +69,7 @@ from saerad.sae.models import build_sae  # noqa: E402
 from saerad.sae.saelens_format import WEIGHTS_FILENAME  # noqa: E402
 from saerad.sae.schedule import l1_coefficient, learning_rate, phase_steps  # noqa: E402
 from saerad.sae.train import BatchOrder, make_optimizer, optimisation_step  # noqa: E402
-from saerad.tokens import load_class_tokens  # noqa: E402
+from saerad.encode.tokens import load_class_tokens  # noqa: E402
 
 WORKER = textwrap.dedent('''
     """SAELens side of benchmarks/sae_training.py: a gated SAE trained by SAELens's SAETrainer, step blocks on request.

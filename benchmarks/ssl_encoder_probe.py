@@ -1,9 +1,9 @@
 """Linear-probe a candidate encoder on the book's demo world, exactly as the encode chapter does (issue 21).
 
 The demo world's images (``artifacts/demo/data``) are encoded through
-:class:`saerad.encoder.ClassTokenEncoder` (the code that loads Rad-DINO), one
+:class:`saerad.encode.encoder.ClassTokenEncoder` (the code that loads Rad-DINO), one
 logistic-regression probe per finding is fitted on the train split and scored
-on the rest (:func:`saerad.probe.probe_auroc`, prevalence ≥ 2 %, seed 0), and
+on the rest (:func:`saerad.encode.probe.probe_auroc`, prevalence ≥ 2 %, seed 0), and
 the token's geometry is measured: share of negative entries, the mean's share
 of the squared norm, and the number of principal directions holding 90 % of
 the variance.
@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from saerad.encode.comparison import raw_pixel_tokens, token_geometry  # noqa: E402
 from saerad.encode.ssl_encoder import make_encoder  # noqa: E402
-from saerad.encoder import ClassTokenEncoder, dataset_image_paths, encode_paths  # noqa: E402
-from saerad.probe import probe_auroc, summarise_probes  # noqa: E402
-from saerad.tokens import probe_labels  # noqa: E402
+from saerad.encode.encoder import ClassTokenEncoder, dataset_image_paths, encode_paths  # noqa: E402
+from saerad.encode.probe import probe_auroc, summarise_probes  # noqa: E402
+from saerad.encode.tokens import probe_labels  # noqa: E402
 
 BAR_MEDIAN = 0.90
 BAR_FINDING = 0.85

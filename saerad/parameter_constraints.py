@@ -113,7 +113,7 @@ NON_NEGATIVE = at_least(0)
 RATE = above(0)
 PROBABILITY = between(0, 1)
 SHARE = between(0, 1, low_open=True)
-#: Where torch runs a stage's work: "auto" takes CUDA when there is a GPU (saerad.encoder.resolve_device).
+#: Where torch runs a stage's work: "auto" takes CUDA when there is a GPU (saerad.encode.encoder.resolve_device).
 DEVICE = matching(r"auto|cpu|cuda(:\d+)?", "one of 'cpu', 'cuda', 'cuda:N', 'auto'")
 #: A comparison arm of the encode stage names a folder (encode/arms/<name>, sae/encoder_arms/...).
 ARM_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9_-]*", "a name of letters, digits, '_' and '-'")
@@ -122,7 +122,7 @@ ARM_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9_-]*", "a name of letters, digits, '_
 def _choices() -> dict[str, tuple[str, ...]]:
     """The sets of names the stages' code accepts, from the modules that use them."""
     from saerad.data import SOURCES
-    from saerad.encoder import DTYPES
+    from saerad.encode.encoder import DTYPES
     from saerad.features.activations import STATISTICS_COLUMNS
     from saerad.llm import BACKENDS
     from saerad.mimic.loader import IMAGE_CHECKS

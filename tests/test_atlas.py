@@ -139,7 +139,7 @@ def _save_tiny_resnet(directory: Path) -> Path:
 
 def write_artifacts(root: Path, n_images: int = 24) -> dict:
     """Artifacts of a tiny run whose activations really are the tiny SAE's on the tiny encoder's tokens."""
-    from saerad.encoder import ClassTokenEncoder
+    from saerad.encode.encoder import ClassTokenEncoder
     from saerad.features.activations import sparse_feature_activations
     from saerad.sae import build_sae, make_config, save_sae
 
@@ -323,7 +323,7 @@ def test_write_citations_fills_the_placeholder(tiny_run, built, tmp_path):
 
 
 def test_vit_encoder_gives_an_atlas_with_attention_heat_maps(tiny_run, tmp_path):
-    from saerad.encoder import ClassTokenEncoder
+    from saerad.encode.encoder import ClassTokenEncoder
     from saerad.sae import load_sae
 
     vit = save_tiny_dinov2(tmp_path / "vit", image_size=SIZE, hidden_size=WIDTH)  # 8 x 8 patches of 8 px

@@ -113,7 +113,7 @@ def test_demo_chapters_run_and_write_their_artifacts(tmp_path):
 
 
 def test_demo_encoder_checkpoint_is_shipped_and_loads():
-    from saerad.encoder import ClassTokenEncoder
+    from saerad.encode.encoder import ClassTokenEncoder
 
     directory = REPO_ROOT / "models" / "synthcxr-resnet-small"  # the supervised comparison arm
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "training.json", "README.md"):
@@ -126,7 +126,7 @@ def test_demo_encoder_checkpoint_is_shipped_and_loads():
 def test_the_demo_profile_uses_the_shipped_label_free_encoder_and_keeps_the_supervised_one_as_an_arm():
     import yaml
 
-    from saerad.encoder import ClassTokenEncoder
+    from saerad.encode.encoder import ClassTokenEncoder
 
     demo = yaml.safe_load((REPO_ROOT / "params" / "demo.yaml").read_text())["stages"]["encode"]
     directory = REPO_ROOT / demo["encoder_model"]

@@ -28,8 +28,8 @@ from PIL import Image
 from conftest import torch_threads
 from saerad import distributed
 from saerad.distributed import FAIL_AFTER_PARTS_ENV, RankInfo, ShardError, ShardFiles
-from saerad.encode_sharded import run_sharded_encode
-from saerad.encoder import ClassTokenEncoder, encode_files
+from saerad.encode.sharded import run_sharded_encode
+from saerad.encode.encoder import ClassTokenEncoder, encode_files
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENCODER = str(REPO_ROOT / "models" / "synthcxr-resnet-small")
@@ -89,7 +89,7 @@ def assert_same_encode_output(stage_dir: Path, reference: Path):
 def torchrun(args: list[str], env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {name: value for name, value in os.environ.items() if name != FAIL_AFTER_PARTS_ENV}
     env.update({"OMP_NUM_THREADS": "1", **(env_extra or {})})
-    command = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "saerad.encode_sharded", *args,
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "saerad.encode.sharded", *args,
                "--no-progress"]
     return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
 
@@ -152,7 +152,7 @@ def test_one_rank_equals_encode_files_and_the_chapter_resumes_from_it(dataset, t
     assert index["encoded"].sum() == 20 and not index.loc[BROKEN_ROW, "encoded"]
     assert json.loads((stage / "scale.json").read_text())["scale"] > 0
     # The encode chapter's encode_files finds every chunk done: it must not encode anything.
-    import saerad.encoder as encoder_module
+    import saerad.encode.encoder as encoder_module
 
     monkeypatch.setattr(encoder_module, "encode_paths", lambda *a, **k: pytest.fail("re-encoded a chunk"))
     result = encode_files(dataset["encoder"], dataset["paths"], stage, batch_size=BATCH, chunk_size=CHUNK,
@@ -264,7 +264,7 @@ def test_torchrun_sae_activations_equal_single_process(dataset, tmp_path):
     # A rerun finds both shards complete and only merges.
     marker = ShardFiles(root / "features" / "shards", 1, 2, ".npz").marker
     before = marker.stat().st_mtime_ns
-    from saerad.activations_sharded import run_sharded_activations
+    from saerad.features.activations_sharded import run_sharded_activations
 
     again = run_sharded_activations(root, root / "sae" / "tiny", RankInfo(1, 2), chunk_size=4, k=3)
     assert again["status"] == "skipped" and marker.stat().st_mtime_ns == before

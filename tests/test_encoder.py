@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from saerad.encoder import ClassTokenEncoder, EncoderError, encode_files, norm_scale
+from saerad.encode.encoder import ClassTokenEncoder, EncoderError, encode_files, norm_scale
 
 
 def _images(folder, count, size=40):
@@ -109,7 +109,7 @@ def test_same_inputs_give_byte_identical_tokens(tiny_encoder_dir, tmp_path):
 def test_load_class_tokens_selects_a_split_scales_and_skips_unreadable(tmp_path):
     import pandas as pd
 
-    from saerad.tokens import load_class_tokens, save_index_and_scale
+    from saerad.encode.tokens import load_class_tokens, save_index_and_scale
 
     stage = tmp_path / "encode"
     stage.mkdir()

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from saerad.encode import comparison
-from saerad.tokens import load_class_tokens
+from saerad.encode.tokens import load_class_tokens
 from conftest import save_tiny_dinov2
 
 
@@ -105,7 +105,7 @@ def test_compare_leaves_out_failed_rows_of_an_arm():
 
 
 def test_saved_arm_loads_in_the_main_rows_with_its_own_scale(tmp_path):
-    from saerad.tokens import save_index_and_scale
+    from saerad.encode.tokens import save_index_and_scale
 
     stage = tmp_path / "encode"
     stage.mkdir()

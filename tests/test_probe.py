@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from saerad.probe import probe_auroc
+from saerad.encode.probe import probe_auroc
 
 
 def test_probe_separates_a_planted_direction_and_not_noise():
@@ -19,7 +19,7 @@ def test_probe_separates_a_planted_direction_and_not_noise():
 
 
 def test_summary_says_whether_the_encoder_meets_both_floors():
-    from saerad.probe import summarise_probes
+    from saerad.encode.probe import summarise_probes
 
     table = pd.DataFrame({"finding": ["a", "b", "c", "rare"], "probed": [True, True, True, False],
                           "auroc": [0.99, 0.97, 0.80, np.nan]})

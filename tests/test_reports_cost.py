@@ -36,7 +36,7 @@ def test_sae_flops_are_one_encoder_product_per_token():
 
 
 def test_encoder_flops_scale_with_the_pixels_and_the_cost_table(tiny_encoder_dir, tmp_path):
-    from saerad.encoder import ClassTokenEncoder
+    from saerad.encode.encoder import ClassTokenEncoder
 
     encoder = ClassTokenEncoder(tiny_encoder_dir)
     small = encoder_flops_per_image(encoder)

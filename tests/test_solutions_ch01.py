@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from saerad import tokens as token_store
+from saerad.encode import tokens as token_store
 from saerad.book.solutions import registry
 from saerad.synthcxr import FINDINGS
 

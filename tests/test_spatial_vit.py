@@ -255,7 +255,7 @@ def test_a_model_with_registers_puts_them_in_the_remainder():
 def test_a_class_token_encoder_gets_maps_on_its_preprocessed_pixels(tmp_path):
     from PIL import Image
 
-    from saerad.encoder import ClassTokenEncoder
+    from saerad.encode.encoder import ClassTokenEncoder
 
     encoder = ClassTokenEncoder(save_tiny_dinov2(tmp_path / "vit", image_size=32, hidden_size=WIDTH))
     pictures = [Image.fromarray(np.random.default_rng(k).integers(0, 255, (40, 40), dtype=np.uint8)) for k in range(2)]

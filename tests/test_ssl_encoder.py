@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from saerad.encode import ssl_encoder
-from saerad.encoder import ClassTokenEncoder
+from saerad.encode.encoder import ClassTokenEncoder
 
 TINY = ["--patients", "3", "--image-size", "64", "--batch-size", "4", "--monitor-patients", "0", "--warmup", "1",
         "--log-every", "1", "--threads", "1"]

@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from saerad.io import read_json
-from saerad.tokens import load_class_tokens
+from saerad.encode.tokens import load_class_tokens
 
 
 @dataclass

@@ -14,7 +14,7 @@ A *comparison arm* is another checkpoint (the demo's is the supervised
 encoder, "an encoder that was told the answers"). Every arm's tokens are
 written under ``encode/arms/<name>/`` with the main tokens' layout
 (``class_tokens.npy`` in the rows of ``tokens_index.csv``, ``scale.json``), so
-later chapters load them with :func:`saerad.tokens.load_class_tokens`
+later chapters load them with :func:`saerad.encode.tokens.load_class_tokens`
 ``(..., arm=name)`` and can train the same SAE on them.
 
 Token geometry (:func:`token_geometry`) says what an SAE will face: the share
@@ -35,9 +35,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from saerad.encoder import ClassTokenEncoder, encode_files
+from saerad.encode.encoder import ClassTokenEncoder, encode_files
 from saerad.io import read_json, write_json, write_npy
-from saerad.probe import probe_auroc, summarise_probes
+from saerad.encode.probe import probe_auroc, summarise_probes
 
 #: The folder of the arms' tokens under the encode stage's folder.
 ARMS_FOLDER = "arms"
@@ -153,7 +153,7 @@ def encode_arm(checkpoint: str | Path, paths: Sequence[Path], arm_dir: str | Pat
 
 def save_arm(stage_dir: str | Path, arm: Arm, train_rows: np.ndarray) -> Path:
     """Write an arm's raw tokens and its own scale (mean norm √d over ``train_rows``) under ``arms/<name>``."""
-    from saerad.encoder import norm_scale
+    from saerad.encode.encoder import norm_scale
 
     folder = Path(stage_dir) / ARMS_FOLDER / arm.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -180,7 +180,7 @@ def compare(arms: Sequence[Arm], labels: pd.DataFrame, train_rows: np.ndarray, h
     train_rows, held_out_rows
         Boolean masks: probes are fitted on the first and scored on the second.
     min_prevalence, seed
-        As :func:`saerad.probe.probe_auroc`.
+        As :func:`saerad.encode.probe.probe_auroc`.
     finding_floor
         The AUROC counted in ``findings_at_floor``.
 

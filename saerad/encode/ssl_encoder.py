@@ -1,6 +1,6 @@
 """Train a self-supervised encoder on SynthCXR pixels alone (issue 21).
 
-The book's demo encoder (``models/synthcxr-resnet-small``, :mod:`saerad.demo_encoder`)
+The book's demo encoder (``models/synthcxr-resnet-small``, :mod:`saerad.encode.demo_encoder`)
 was trained with a linear head on the very findings the SAE later "discovers".
 The paper's encoder, Rad-DINO, never saw a label. This module trains a
 stand-in that never sees one either: its training world is rendered with a
@@ -44,7 +44,7 @@ The run checkpoints every ``--checkpoint-minutes`` (``checkpoint.pt`` in the
 output folder) and ``--resume`` continues from it bit for bit (same batches,
 same augmentations, same weights). The finished folder holds ``config.json``,
 ``model.safetensors`` and ``preprocessor_config.json`` (loadable by
-:class:`saerad.encoder.ClassTokenEncoder`), ``training.json`` and ``README.md``.
+:class:`saerad.encode.encoder.ClassTokenEncoder`), ``training.json`` and ``README.md``.
 """
 
 from __future__ import annotations
@@ -351,7 +351,7 @@ def encode_array(encoder, images: np.ndarray, mean: float, std: float, batch_siz
 
 
 def monitor_probe(encoder, monitor, mean: float, std: float) -> dict:
-    from saerad.probe import probe_auroc
+    from saerad.encode.probe import probe_auroc
 
     images, labels = monitor
     tokens = encode_array(encoder, images, mean, std)
@@ -539,7 +539,7 @@ MODEL_CARD = """# {name}: a self-supervised SynthCXR encoder
 
 A `transformers` `ResNetModel` ({parameters:,} parameters, 128 px input, `pooler_output` = the plain mean of its
 last 4 × 4 feature map, 256 values) trained **without labels**: recipe `{recipe}`, {objective}. It loads like
-Rad-DINO through `saerad.encoder.ClassTokenEncoder` and keeps the book's exact spatial heat maps.
+Rad-DINO through `saerad.encode.encoder.ClassTokenEncoder` and keeps the book's exact spatial heat maps.
 
 **Training data.** {training_images} frontal images of a SynthCXR world with seed {world_seed} and {patients}
 patients (natural prevalences), disjoint from the book's demo world (seed 0). The trainer receives pixels only
@@ -553,7 +553,7 @@ Re-create it with `{command}` (add `--resume` to continue from `checkpoint.pt`).
 
 ## Recipes compared
 
-Linear probes as the book's encode chapter fits them (`saerad.probe.probe_auroc` on the demo world's class
+Linear probes as the book's encode chapter fits them (`saerad.encode.probe.probe_auroc` on the demo world's class
 tokens, train split against the rest, findings with prevalence ≥ 2 %); `benchmarks/ssl_encoder_probe.py`.
 The bar of issue 21: median AUROC ≥ 0.90 and at least 12 of 16 findings ≥ 0.85.
 

@@ -468,7 +468,7 @@ def read_finished_encoding(out_dir: str | Path, manifest: dict) -> SparseEncodin
 
 def activation_index(artifacts_root: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     """Scaled class tokens of every encoded image (memory-mapped) and the index the activation files use."""
-    from saerad.tokens import load_class_tokens
+    from saerad.encode.tokens import load_class_tokens
 
     tokens, index = load_class_tokens(artifacts_root, split=None, mmap=True)
     index = index.rename(columns={"row": "token_row"}).drop(columns=["encoded"], errors="ignore")
@@ -494,7 +494,7 @@ def encode_dataset_to_sparse(
     With ``reuse``, files whose manifest matches (same SAE weights, tokens,
     ``chunk_size`` and ``k``) are read back instead of recomputed: a finished
     earlier pass, or the merged output of the data-parallel pass
-    (``torchrun -m saerad.encode_sharded --stage activations``), which is
+    (``torchrun -m saerad.encode.sharded --stage activations``), which is
     bit-identical to this one.
     """
     out_dir = Path(out_dir)

@@ -29,7 +29,7 @@ from saerad.features.spatial import affine_preactivation, encoder_kind, last_fea
 
 def load_atlas_encoder(artifacts_root: str | Path, encoder_dir: str | Path | None = None, device: str = "cpu"):
     """The encode stage's encoder (``encode/scale.json``'s ``encoder``, relative to the repository), or ``encoder_dir``."""
-    from saerad.encoder import ClassTokenEncoder
+    from saerad.encode.encoder import ClassTokenEncoder
     from saerad.io import read_json
     from saerad.paths import project_path
 

@@ -43,7 +43,7 @@ def arm_activations(sae, artifacts_root: str | Path, arm: str, index: pd.DataFra
     Raises a ValueError naming the files when the arm's readable images differ from the main encoder's, so
     that rows of the two encoders are never silently mismatched.
     """
-    from saerad.tokens import load_class_tokens
+    from saerad.encode.tokens import load_class_tokens
 
     tokens, arm_index = load_class_tokens(artifacts_root, None, arm=arm)
     if list(arm_index["dicom_id"]) != list(index["dicom_id"]):

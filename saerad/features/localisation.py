@@ -431,7 +431,7 @@ def localise_findings(artifacts_root: str | Path, encoder, sae, alignment: pd.Da
     artifacts_root
         ``artifacts/<profile>`` with the data and encode stages (read only).
     encoder
-        :class:`saerad.encoder.ClassTokenEncoder` of the encode stage: a mean-pooled CNN (exact per-cell
+        :class:`saerad.encode.encoder.ClassTokenEncoder` of the encode stage: a mean-pooled CNN (exact per-cell
         maps) or a DINOv2 ViT (per-patch contributions through the last block's attention); see
         :mod:`saerad.features.spatial` and :mod:`saerad.features.spatial_vit`.
     sae

@@ -206,7 +206,7 @@ def affine_preactivation(sae, features: Sequence[int], path: str | None = None
 
 
 def _backbone(encoder) -> nn.Module:
-    """The ``transformers`` model inside a :class:`saerad.encoder.ClassTokenEncoder`, or the model itself."""
+    """The ``transformers`` model inside a :class:`saerad.encode.encoder.ClassTokenEncoder`, or the model itself."""
     model = getattr(encoder, "model", encoder)
     if not isinstance(model, nn.Module):
         raise SpatialAttributionError(f"expected a ClassTokenEncoder or a torch module, got {type(encoder).__name__}")
@@ -302,7 +302,7 @@ def spatial_attribution(encoder, sae, pixel_values: torch.Tensor, features: Sequ
     Parameters
     ----------
     encoder
-        A :class:`saerad.encoder.ClassTokenEncoder` or its ``transformers``
+        A :class:`saerad.encode.encoder.ClassTokenEncoder` or its ``transformers``
         model: a mean-pooled CNN (``ResNetModel``) or a DINOv2 ViT
         (``Dinov2Model``, ``Dinov2WithRegistersModel``); others raise
         :class:`SpatialAttributionError` with the reason.

@@ -296,7 +296,7 @@ def last_block_terms(encoder, pixel_values: torch.Tensor, chunk: int = CHUNK) ->
     Parameters
     ----------
     encoder
-        A :class:`saerad.encoder.ClassTokenEncoder` or its ``transformers`` model (``Dinov2Model`` or
+        A :class:`saerad.encode.encoder.ClassTokenEncoder` or its ``transformers`` model (``Dinov2Model`` or
         ``Dinov2WithRegistersModel``, in eval mode).
     pixel_values
         ``[batch, 3, H, W]`` preprocessed pixels.

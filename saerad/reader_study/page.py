@@ -207,7 +207,7 @@ def review_inputs(data_dir: str | os.PathLike) -> dict[str, Any]:
     """``images``, ``image_root`` and ``indication`` of a data stage, as :func:`build_review_page` takes them.
 
     ``image_root`` is ``dataset.json``'s ``root`` as written (relative to the
-    repository root for the demo), like :func:`saerad.encoder.dataset_image_paths`.
+    repository root for the demo), like :func:`saerad.encode.encoder.dataset_image_paths`.
     """
     data_dir = Path(data_dir)
     studies = pd.read_csv(data_dir / "studies.csv", usecols=["study_id", "indication"])

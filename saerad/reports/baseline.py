@@ -118,7 +118,7 @@ def nearest_neighbour_reports(
     ----------
     train_tokens, train_index, test_tokens, test_index
         Class tokens and their index rows (``study_id``, ``dicom_id``), as
-        :func:`saerad.tokens.load_class_tokens` returns them.
+        :func:`saerad.encode.tokens.load_class_tokens` returns them.
     findings_by_study
         Training study id -> findings text. Training images whose study has
         no findings text are left out of the search.

@@ -12,7 +12,7 @@ wall time.
 Two scales:
 
 - *demo*: the demo encoder checkpoint (``models/synthcxr-resnet-small``,
-  loaded with :class:`saerad.encoder.ClassTokenEncoder`) and the demo SAE,
+  loaded with :class:`saerad.encode.encoder.ClassTokenEncoder`) and the demo SAE,
   counted by running them;
 - *paper*: a Rad-DINO-shaped ViT-B/14 (``Dinov2Model``: 12 layers, width
   768, 12 heads, 518 × 518 input) and a ×64 SAE-Rad (768 -> 49,152), built on
@@ -61,7 +61,7 @@ def encoder_input_size(encoder) -> tuple[int, int]:
 
 
 def encoder_flops_per_image(encoder) -> int:
-    """FLOPs of one forward pass of a :class:`saerad.encoder.ClassTokenEncoder` on one image."""
+    """FLOPs of one forward pass of a :class:`saerad.encode.encoder.ClassTokenEncoder` on one image."""
     height, width = encoder_input_size(encoder)
     pixels = torch.zeros(1, 3, height, width, device=encoder.device, dtype=encoder.dtype)
     return count_flops(lambda: encoder.model(pixel_values=pixels))
@@ -113,7 +113,7 @@ def offline_report_cost(
     Parameters
     ----------
     encoder
-        A :class:`saerad.encoder.ClassTokenEncoder` (the demo encoder here).
+        A :class:`saerad.encode.encoder.ClassTokenEncoder` (the demo encoder here).
     sae
         The SAE whose activations define the features.
     image_paths

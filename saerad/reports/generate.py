@@ -93,7 +93,7 @@ def generate_reports(
         baseline is already written elsewhere).
     """
     from saerad.reports.baseline import nearest_neighbour_reports
-    from saerad.tokens import load_class_tokens
+    from saerad.encode.tokens import load_class_tokens
 
     root = Path(artifacts_root)
     out_path = Path(out_path) if out_path is not None else root / "reports" / "generated.jsonl"

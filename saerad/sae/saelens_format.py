@@ -69,7 +69,7 @@ def saelens_config(sae: SparseAutoencoder, model_name: str = DEFAULT_MODEL_NAME,
         "device": "cpu",
         "apply_b_dec_to_input": config.centre_input,
         # Tokens are scaled to mean norm sqrt(d) before they reach the SAE
-        # (saerad.tokens); the SAE itself applies no normalisation.
+        # (saerad.encode.tokens); the SAE itself applies no normalisation.
         "normalize_activations": "none",
         "model_name": model_name,
         "hook_name": hook_name,

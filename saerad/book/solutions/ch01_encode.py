@@ -21,7 +21,7 @@ SUBSAMPLES = 5
 
 
 def _probe_inputs(artifacts_root: Path):
-    from saerad import tokens as token_store
+    from saerad.encode import tokens as token_store
     from saerad.params import stage_parameters
 
     settings = stage_parameters(artifacts_root, "encode")
@@ -39,7 +39,7 @@ def fewer_training_images(artifacts_root: Path, parameters: Mapping[str, Any]) -
     """Probe AUROC with all training images against a seeded 10 % of them (mean over subsamples)."""
     from scipy.stats import spearmanr
 
-    from saerad.probe import probe_auroc
+    from saerad.encode.probe import probe_auroc
 
     settings, tokens, _, labels, held_out = _probe_inputs(artifacts_root)
     train_rows = np.flatnonzero(~held_out)
@@ -89,11 +89,11 @@ def bfloat16_tokens(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict
     """Encode every kept image in bfloat16; compare tokens and probe AUROC with the chapter's float32 run."""
     import time
 
-    from saerad import tokens as token_store
-    from saerad.encoder import ClassTokenEncoder, dataset_image_paths, encode_paths
+    from saerad.encode import tokens as token_store
+    from saerad.encode.encoder import ClassTokenEncoder, dataset_image_paths, encode_paths
     from saerad.io import read_json
     from saerad.paths import project_path
-    from saerad.probe import probe_auroc
+    from saerad.encode.probe import probe_auroc
 
     settings = _probe_inputs(artifacts_root)[0]
     stage = artifacts_root / "encode"

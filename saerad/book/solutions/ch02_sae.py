@@ -34,7 +34,7 @@ def chapter_recipe(artifacts_root: str | Path) -> dict[str, Any]:
 
 def chapter_tokens(artifacts_root: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The training and held-out class tokens the chapter trains and measures on."""
-    from saerad.tokens import load_class_tokens
+    from saerad.encode.tokens import load_class_tokens
 
     train, _ = load_class_tokens(artifacts_root, "train")
     test, _ = load_class_tokens(artifacts_root, "test")
@@ -82,7 +82,7 @@ def one_torch_thread():
 def train_once(run, train: np.ndarray, test: np.ndarray, config) -> tuple[dict[str, Any], Any]:
     """Train and measure one SAE as the chapter does, on one thread, in a temporary folder that is removed
     afterwards."""
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
 
     with one_torch_thread(), tempfile.TemporaryDirectory(prefix="saerad-solution-") as folder:
         return experiments.train_and_evaluate(run, train, test, config, folder)
@@ -94,7 +94,7 @@ def recovered_by_single_features(sae, artifacts_root: str | Path, device: str = 
     planted ground truth."""
     from saerad.features import alignment
     from saerad.features.activations import sparse_feature_activations
-    from saerad.tokens import load_class_tokens
+    from saerad.encode.tokens import load_class_tokens
 
     data_dir = Path(artifacts_root) / "data"
     if not (data_dir / "ground_truth.csv").exists():
@@ -107,7 +107,7 @@ def recovered_by_single_features(sae, artifacts_root: str | Path, device: str = 
 
 def compare_counts(ours: float, other: float) -> str:
     """``"more than"``, ``"fewer than"`` or ``"as many as"``: how a count compares, ready for a sentence."""
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
 
     return experiments.direction(ours, other, "more than", "fewer than").replace("about the same", "as many as")
 
@@ -124,7 +124,7 @@ def _main_row(artifacts_root: Path) -> pd.Series:
                         "main_dead_features", "l0_change", "ev_change", "moves_more"),
           reads=("encode", "sae"), sae__l1_coefficient=0.5)
 def halve_sparsity(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
 
     recipe = chapter_recipe(artifacts_root)
     main = _main_row(artifacts_root)
@@ -145,7 +145,7 @@ def halve_sparsity(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[
                         "steps", "compare_name", "compare_d_sae", "compare_dead_features", "compare_dead_share"),
           reads=("encode", "sae"), sae__expansion_factor=32)
 def larger_dictionary(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
 
     recipe = chapter_recipe(artifacts_root)
     train, test = chapter_tokens(artifacts_root)
@@ -172,7 +172,7 @@ def larger_dictionary(artifacts_root: Path, parameters: Mapping[str, Any]) -> di
 
 
 def _silent_points(history: pd.DataFrame, steps: int, warmup_fraction: float) -> dict[str, Any]:
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
 
     def count(step: float) -> Any:
         value = experiments.silent_count_at(history, step)
@@ -186,7 +186,7 @@ def _silent_points(history: pd.DataFrame, steps: int, warmup_fraction: float) ->
                         "main_dead_features", "main_l0", "main_explained_variance", "dead_direction"),
           reads=("encode", "sae"), sae__lr_warmup_fraction=0.3)
 def slower_warmup(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
     from saerad.sae.train import HISTORY_FILENAME
 
     recipe = chapter_recipe(artifacts_root)
@@ -213,7 +213,7 @@ def slower_warmup(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[s
                         "dead_direction"),
           reads=("encode", "sae"), sae__resampling_until=0.8)
 def resample_longer(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
 
     recipe = chapter_recipe(artifacts_root)
     every = recipe["resampling_every"] or 250
@@ -238,7 +238,7 @@ def resample_longer(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict
 def _matryoshka(artifacts_root: Path, recipe: Mapping[str, Any], prefix_fractions: list[float], aux_k: int
                 ) -> dict[str, Any]:
     """Train the chapter's Matryoshka SAE with other nested sizes or AuxK; measure it and its recovery."""
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
 
     train, test = chapter_tokens(artifacts_root)
     d_sae = train.shape[1] * recipe["expansion_factor"]
@@ -272,7 +272,7 @@ _MATRYOSHKA_KEYS = ("prefixes", "l0", "explained_variance", "dead_features", "re
 
 
 def _matryoshka_answer(ours: dict[str, Any], chapter: dict[str, Any]) -> dict[str, Any]:
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
 
     if ours["recovered"] is None or chapter["recovered"] is None:
         word = "n/a: no planted ground truth"
@@ -299,7 +299,7 @@ def matryoshka_one_prefix(artifacts_root: Path, parameters: Mapping[str, Any]) -
                         "main_dead_features", "dead_direction"),
           reads=("encode", "sae"), sae__layer_norm_l1_coefficient=4.0)
 def layer_normed_sparser(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
 
     recipe = chapter_recipe(artifacts_root)
     train, test = chapter_tokens(artifacts_root)
@@ -324,7 +324,7 @@ def layer_normed_sparser(artifacts_root: Path, parameters: Mapping[str, Any]) ->
 @solution("02.7", keys=tuple(key for key in _MATRYOSHKA_KEYS if not key.endswith("prefixes")) + ("dead_direction",),
           reads=("encode", "sae"), sae__matryoshka_aux_k=0)
 def matryoshka_without_aux_k(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
 
     recipe = chapter_recipe(artifacts_root)
     ours = _matryoshka(artifacts_root, recipe, recipe["matryoshka_prefix_fractions"], parameters["sae.matryoshka_aux_k"])
@@ -339,7 +339,7 @@ def matryoshka_without_aux_k(artifacts_root: Path, parameters: Mapping[str, Any]
                         "main_explained_variance", "main_dead_features", "main_l0"),
           reads=("encode", "sae"), sae__steps=5000, sae__lr=1e-4, sae__lr_warmup_fraction=0.4)
 def longer_and_slower(artifacts_root: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
 
     recipe = chapter_recipe(artifacts_root)
     train, test = chapter_tokens(artifacts_root)

@@ -225,11 +225,11 @@ def smaller_dictionary(artifacts_root: Path, parameters: Mapping[str, Any]) -> d
     """Exercise 03.3: SAE-Rad with a smaller dictionary, at the main run's λ and steps, against the chapter's."""
     import torch
 
-    from saerad import sae_experiments as experiments
+    from saerad.sae import experiments
     from saerad.features.activations import sparse_feature_activations
     from saerad.params import stage_parameters
     from saerad.sae import TrainConfig, load_sae
-    from saerad.tokens import load_class_tokens
+    from saerad.encode.tokens import load_class_tokens
 
     root = Path(artifacts_root)
     world = load_feature_world(root)

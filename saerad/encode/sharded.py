@@ -1,9 +1,9 @@
 """The encode stage, data-parallel under ``torchrun``: one shard of the studies per rank, one merged artifact.
 
-Usage (see ``python -m saerad.encode_sharded --help``)::
+Usage (see ``python -m saerad.encode.sharded --help``)::
 
-    torchrun --nproc_per_node=8 -m saerad.encode_sharded --profile paper --artifacts-root artifacts/paper
-    torchrun ... -m saerad.encode_sharded --stage activations --profile paper   # the features chapter's SAE pass
+    torchrun --nproc_per_node=8 -m saerad.encode.sharded --profile paper --artifacts-root artifacts/paper
+    torchrun ... -m saerad.encode.sharded --stage activations --profile paper   # the features chapter's SAE pass
 
 Every rank reads the data stage's ``images.csv`` as the encode chapter does,
 takes its share of the *studies* (:func:`saerad.distributed.assign_groups`:
@@ -11,7 +11,7 @@ all images of a study on one rank), and writes
 ``encode/shards/shard-<rank>-of-<world>.npy`` (its rows' tokens),
 ``.index.json`` (which rows, which failed) and ``.complete.json`` (the
 marker) atomically. After a barrier, rank 0 merges the shards into exactly
-what :func:`saerad.encoder.encode_files` writes for one process:
+what :func:`saerad.encode.encoder.encode_files` writes for one process:
 ``encode/chunks/`` (so the encode chapter finds every chunk done and only
 re-merges), ``class_tokens.npy``, ``failed_images.json``, and also
 ``tokens_index.csv`` / ``scale.json`` as the chapter does.
@@ -52,7 +52,8 @@ from tqdm import tqdm
 
 from saerad import distributed
 from saerad.distributed import RankInfo, ShardError, ShardFiles
-from saerad.encoder import (
+from saerad.paths import REPO_ROOT
+from saerad.encode.encoder import (
     ClassTokenEncoder,
     EncodeResult,
     chunk_manifest,
@@ -268,7 +269,7 @@ def run_sharded_encode(
         This rank's shard summary (see :func:`encode_shard`) and, on the rank
         that merged, ``merged`` (rows, failed, seconds).
     """
-    from saerad.tokens import save_index_and_scale
+    from saerad.encode.tokens import save_index_and_scale
 
     stage_dir = Path(artifacts_root) / "encode"
     shard_dir = stage_dir / SHARD_DIR_NAME
@@ -292,7 +293,6 @@ def run_sharded_encode(
 
 # -- command line --------------------------------------------------------------------------------------------------
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Stage of this command -> (chapter notebook whose parameters give the defaults, stage name in the profile).
 STAGE_SOURCES = {"encode": ("01_encode.ipynb", "encode"), "activations": ("03_features.ipynb", "features")}
 
@@ -313,9 +313,9 @@ def stage_defaults(stage: str, profile: str | None) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m saerad.encode_sharded",
+        prog="python -m saerad.encode.sharded",
         description="Data-parallel encode stage (class tokens) or SAE activation pass; run it under torchrun "
-                    "(e.g. torchrun --nproc_per_node=8 -m saerad.encode_sharded --profile paper). "
+                    "(e.g. torchrun --nproc_per_node=8 -m saerad.encode.sharded --profile paper). "
                     "Options left out take the chapter's value from the profile.",
     )
     parser.add_argument("--stage", choices=sorted(STAGE_SOURCES), default="encode")
@@ -373,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             local_files_only=False if args.hub else bool(values["local_files_only"]), **common,
         )
     else:
-        from saerad.activations_sharded import run_sharded_activations
+        from saerad.features.activations_sharded import run_sharded_activations
 
         sae_dir = Path(artifacts_root) / "sae" / pick("sae_name", args.sae_name)
         summary = run_sharded_activations(

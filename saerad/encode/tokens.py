@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from saerad.io import read_json, write_json, write_table
-from saerad.encoder import norm_scale
+from saerad.encode.encoder import norm_scale
 from saerad.synthcxr.catalogue import DEVICES
 
 
@@ -124,7 +124,7 @@ def write_probe_table(out_dir: str | Path, table: pd.DataFrame) -> Path:
 
 
 def encoder_table(description: dict[str, str]) -> pd.DataFrame:
-    """:meth:`saerad.encoder.ClassTokenEncoder.describe` as a two-column table, sizes written as ``H × W``."""
+    """:meth:`saerad.encode.encoder.ClassTokenEncoder.describe` as a two-column table, sizes written as ``H × W``."""
     import ast
 
     rows = []

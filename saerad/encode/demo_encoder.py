@@ -21,7 +21,7 @@ the demo world the book analyses, and saved like a hub checkpoint
 (``config.json``, ``model.safetensors``, ``preprocessor_config.json``) so that
 it loads through exactly the code that loads Rad-DINO.
 
-    python -m saerad.demo_encoder --out models/synthcxr-resnet-small
+    python -m saerad.encode.demo_encoder --out models/synthcxr-resnet-small
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def probe_held_out(model, evaluation, mean: float, std: float) -> tuple[float, f
     """Median and minimum AUROC of linear probes for the findings on a held-out world (half fit, half scored)."""
     import pandas as pd
 
-    from saerad.probe import probe_auroc
+    from saerad.encode.probe import probe_auroc
 
     model.eval()
     images, labels = evaluation
@@ -260,7 +260,7 @@ def save(model, args, mean, std, binary_names, continuous_names, history, probe_
         image_mean=[mean] * 3, image_std=[std] * 3, do_convert_rgb=True,
     ).save_pretrained(out)
     recipe = {
-        "command": "python -m saerad.demo_encoder " + " ".join(
+        "command": "python -m saerad.encode.demo_encoder " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items()) if k != "out") + f" --out {args.out}",
         "arguments": vars(args),
         "training_images": n_images,

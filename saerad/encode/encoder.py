@@ -250,7 +250,7 @@ def merge_chunks(
 def dataset_image_paths(data_dir: str | Path, image_paths: Sequence[str]) -> list[Path]:
     """Absolute paths of the data stage's ``images.csv`` ``image_path`` column (root from ``dataset.json``).
 
-    The encode chapter and :mod:`saerad.encode_sharded` both build their
+    The encode chapter and :mod:`saerad.encode.sharded` both build their
     image list here: the list is hashed into the chunk manifest, so the two
     must agree to the character for one to reuse the other's chunks.
     """
@@ -276,7 +276,7 @@ def encode_files(
     a row of NaN and is listed in the result's ``failed`` (and in
     ``failed_images.json``), so row ``k`` always belongs to ``paths[k]``.
     Finished chunks are kept in ``out_dir/chunks/``; a re-run with the same
-    encoder and paths skips them. :mod:`saerad.encode_sharded` writes the
+    encoder and paths skips them. :mod:`saerad.encode.sharded` writes the
     same chunks from several processes.
     """
     import time

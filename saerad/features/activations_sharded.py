@@ -65,7 +65,7 @@ def run_sharded_activations(
         Where the merged files go (default ``<artifacts_root>/features``);
         shards go to its ``shards/``.
     merge, encode
-        As :func:`saerad.encode_sharded.run_sharded_encode`.
+        As :func:`saerad.encode.sharded.run_sharded_encode`.
 
     Returns
     -------
