@@ -209,13 +209,21 @@ def search_over(activations: sparse.csr_matrix, index: pd.DataFrame, findings: p
                 feature_index: pd.DataFrame, n_reports: int = N_EVIDENCE_REPORTS) -> FeatureSearch:
     """The search over ``feature_index``'s features (``feature, status, description``), with their top
     ``n_reports`` training reports as evidence."""
+    described = feature_index[feature_index["status"] == "ok"]
+    return feature_search(activations, index, findings, [int(feature) for feature in feature_index["feature"]],
+                          dict(zip(described["feature"].astype(int), described["description"].astype(str))),
+                          n_reports)
+
+
+def feature_search(activations: sparse.csr_matrix, index: pd.DataFrame, findings: pd.Series, features: Sequence[int],
+                   descriptions: Sequence[FeatureDescription] | Mapping[int, str] = (),
+                   n_reports: int = N_EVIDENCE_REPORTS) -> FeatureSearch:
+    """The search over ``features``, each searched through the findings of its ``n_reports`` top-activating
+    training studies (``activations`` rows follow ``index``; ``findings`` is the findings text by study)."""
     from saerad.features.stage import training_top_reports
 
-    live = sorted(int(feature) for feature in feature_index["feature"])
-    evidence, _ = training_top_reports(activations, index, findings, live, n_reports)
-    described = feature_index[feature_index["status"] == "ok"]
-    return FeatureSearch(evidence, dict(zip(described["feature"].astype(int), described["description"].astype(str))),
-                         n_reports=n_reports)
+    evidence, _ = training_top_reports(activations, index, findings, sorted(int(f) for f in features), n_reports)
+    return FeatureSearch(evidence, descriptions, n_reports=n_reports)
 
 
 def finding_queries(alignment: pd.DataFrame, alignment_by_side: pd.DataFrame | None = None) -> pd.DataFrame:
